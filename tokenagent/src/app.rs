@@ -1,0 +1,77 @@
+//! Wiring for the run modes, shared by `main` and the end-to-end tests.
+
+use std::future::Future;
+use std::time::SystemTime;
+
+use crate::agent::{Agent, RefreshError};
+use crate::config::AgentConfig;
+use crate::creds::CredentialSource;
+
+/// Builds the agent for `cfg` on the default credential chain.
+pub async fn build_agent(cfg: &AgentConfig) -> Result<Agent, std::io::Error> {
+    if !cfg.dir.exists() {
+        std::fs::create_dir_all(&cfg.dir)?;
+    }
+    let creds = CredentialSource::default_chain(&cfg.spec.region).await;
+    Ok(Agent::new(cfg.spec.clone(), cfg.dir.clone(), creds))
+}
+
+/// `--once`: writes the files once.
+pub async fn once(agent: &Agent) -> Result<SystemTime, RefreshError> {
+    agent
+        .refresh_once(std::future::pending())
+        .await
+        .map(|r| r.expires_at)
+}
+
+/// The long-running agent, with the health server if configured.
+pub async fn run(
+    cfg: &AgentConfig,
+    agent: Agent,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(addr) = cfg.health_addr {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        tracing::info!(addr = %listener.local_addr()?, "health server listening");
+        let status = agent.status();
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = crate::health::serve(listener, status, stop).await {
+                tracing::error!(error = %e, "health server failed");
+            }
+        });
+    }
+    tracing::info!(
+        host = %cfg.spec.host,
+        port = cfg.spec.port,
+        user = %cfg.spec.user,
+        region = %cfg.spec.region,
+        region_source = %cfg.region_source,
+        dir = %cfg.dir.display(),
+        interval = %humantime::format_duration(cfg.interval),
+        "starting token agent"
+    );
+    agent.run(cfg.interval, shutdown).await;
+    let _ = stop_tx.send(true);
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("received SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT"),
+    }
+}

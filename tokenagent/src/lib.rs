@@ -1,0 +1,29 @@
+//! The RDS IAM token agent: keeps a fresh `rds-db:connect` token in a libpq
+//! passfile so that unmodified PostgreSQL clients log in with IAM.
+//!
+//! One module per job:
+//! - [`cli`]: the command line (clap), turned into a [`config::AgentConfig`];
+//! - [`region`]: which region to sign for, and why;
+//! - [`creds`]: the aws-config credential chain with a cache;
+//! - [`signer`]: presigning the token with aws-sigv4;
+//! - [`token`]: reading a token's expiry back;
+//! - [`pgpass`]: libpq passfile escaping;
+//! - [`files`]: atomic file replacement;
+//! - [`agent`]: the refresh loop;
+//! - [`health`]: `/healthz`, `/readyz`, `/metrics`;
+//! - [`probe`] and [`doctor`]: the `probe` and `doctor` subcommands.
+
+pub mod agent;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod creds;
+pub mod doctor;
+pub mod files;
+pub mod health;
+pub mod logging;
+pub mod pgpass;
+pub mod probe;
+pub mod region;
+pub mod signer;
+pub mod token;

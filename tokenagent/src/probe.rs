@@ -1,0 +1,196 @@
+//! `rds-iam-tokenagent probe`: an exec probe for kubelet. It passes only if
+//! both files exist, are regular files with mode 0600 and hold a token with
+//! at least `--min-life` left, judged from its `X-Amz-Date` and
+//! `X-Amz-Expires`.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use rds_iam_common::{PGPASS_FILE, TOKEN_FILE};
+
+use crate::pgpass;
+use crate::token::{self, TokenError};
+
+/// Why the probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("{0} does not exist yet (the agent has not written a token)")]
+    Missing(PathBuf),
+    #[error("cannot read {path}: {source}")]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a regular file")]
+    NotAFile { path: PathBuf },
+    #[error("{path} has mode {mode:04o}; it must be 0600 or libpq ignores it")]
+    Mode { path: PathBuf, mode: u32 },
+    #[error("{path} does not hold a valid token: {source}")]
+    BadToken {
+        path: PathBuf,
+        #[source]
+        source: TokenError,
+    },
+    #[error("{path} is not a one-line host:port:db:user:token passfile")]
+    BadPgpass { path: PathBuf },
+    #[error("the token in {path} has {left}s left, less than the required {min}s")]
+    TooShort { path: PathBuf, left: u64, min: u64 },
+}
+
+fn read_private(path: &Path) -> Result<String, ProbeError> {
+    let meta = fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ProbeError::Missing(path.to_owned()),
+        _ => ProbeError::Unreadable {
+            path: path.to_owned(),
+            source: e,
+        },
+    })?;
+    if !meta.is_file() {
+        return Err(ProbeError::NotAFile {
+            path: path.to_owned(),
+        });
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode != 0o600 {
+        return Err(ProbeError::Mode {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    fs::read_to_string(path).map_err(|e| ProbeError::Unreadable {
+        path: path.to_owned(),
+        source: e,
+    })
+}
+
+fn life_left(
+    path: &Path,
+    token: &str,
+    now: SystemTime,
+    min: Duration,
+) -> Result<Duration, ProbeError> {
+    let exp = token::expires_at(token).map_err(|source| ProbeError::BadToken {
+        path: path.to_owned(),
+        source,
+    })?;
+    let left = exp.duration_since(now).unwrap_or_default();
+    if left < min {
+        return Err(ProbeError::TooShort {
+            path: path.to_owned(),
+            left: left.as_secs(),
+            min: min.as_secs(),
+        });
+    }
+    Ok(left)
+}
+
+/// Checks the files in `dir`; returns the smaller life left of the two.
+pub fn probe(dir: &Path, min_life: Duration, now: SystemTime) -> Result<Duration, ProbeError> {
+    let token_path = dir.join(TOKEN_FILE);
+    let token = read_private(&token_path)?;
+    let a = life_left(&token_path, token.trim_end(), now, min_life)?;
+    let pgpass_path = dir.join(PGPASS_FILE);
+    let text = read_private(&pgpass_path)?;
+    let mut lines = text.lines();
+    let fields = match (lines.next(), lines.next()) {
+        (Some(l), None) => pgpass::parse_line(l),
+        _ => None,
+    }
+    .ok_or_else(|| ProbeError::BadPgpass {
+        path: pgpass_path.clone(),
+    })?;
+    let b = life_left(&pgpass_path, &fields[4], now, min_life)?;
+    Ok(a.min(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::write_atomic;
+    use std::time::UNIX_EPOCH;
+
+    // 2024-08-26T22:00:00Z = 1724709600; expires 900 s later.
+    const TOKEN: &str = "db:5432/?Action=connect&DBUser=u&X-Amz-Date=20240826T220000Z&X-Amz-Expires=900&X-Amz-Signature=ab";
+    const SIGNED: u64 = 1_724_709_600;
+
+    fn setup() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        write_atomic(d.path(), "token", TOKEN.as_bytes(), 0o600).unwrap();
+        let line = pgpass::line("db", 5432, "u", TOKEN).unwrap();
+        write_atomic(d.path(), "pgpass", line.as_bytes(), 0o600).unwrap();
+        d
+    }
+
+    fn at(secs_after_signing: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(SIGNED + secs_after_signing)
+    }
+
+    #[test]
+    fn passes_with_enough_life() {
+        let d = setup();
+        let left = probe(d.path(), Duration::from_secs(120), at(60)).unwrap();
+        assert_eq!(left, Duration::from_secs(840));
+        // Exactly the minimum still passes.
+        assert!(probe(d.path(), Duration::from_secs(120), at(780)).is_ok());
+    }
+
+    #[test]
+    fn fails_when_too_short_or_expired() {
+        let d = setup();
+        let e = probe(d.path(), Duration::from_secs(120), at(781)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ProbeError::TooShort {
+                    left: 119,
+                    min: 120,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(matches!(
+            probe(d.path(), Duration::ZERO, at(2000)),
+            Ok(d) if d == Duration::ZERO
+        ));
+        assert!(probe(d.path(), Duration::from_secs(1), at(2000)).is_err());
+    }
+
+    #[test]
+    fn fails_on_missing_files_or_bad_mode() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            probe(d.path(), Duration::ZERO, at(0)),
+            Err(ProbeError::Missing(_))
+        ));
+        let d = setup();
+        fs::set_permissions(d.path().join("pgpass"), fs::Permissions::from_mode(0o640)).unwrap();
+        let e = probe(d.path(), Duration::ZERO, at(0)).unwrap_err();
+        assert!(e.to_string().contains("mode 0640"), "{e}");
+        let d = setup();
+        fs::remove_file(d.path().join("pgpass")).unwrap();
+        assert!(matches!(
+            probe(d.path(), Duration::ZERO, at(0)),
+            Err(ProbeError::Missing(_))
+        ));
+    }
+
+    #[test]
+    fn fails_on_garbage() {
+        let d = setup();
+        write_atomic(d.path(), "token", b"not a token", 0o600).unwrap();
+        assert!(matches!(
+            probe(d.path(), Duration::ZERO, at(0)),
+            Err(ProbeError::BadToken { .. })
+        ));
+        let d = setup();
+        write_atomic(d.path(), "pgpass", b"a:b:c:d:e\nf:g:h:i:j\n", 0o600).unwrap();
+        assert!(matches!(
+            probe(d.path(), Duration::ZERO, at(0)),
+            Err(ProbeError::BadPgpass { .. })
+        ));
+    }
+}
