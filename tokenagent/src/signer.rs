@@ -79,7 +79,14 @@ pub fn sign_token(
         spec.port,
         uri_encode(&spec.user)
     );
-    let url = format!("https://{base}");
+    // HTTP host names are case-insensitive and botocore (like RDS) signs the
+    // Host header in lower case; the token text keeps the host as given.
+    let url = format!(
+        "https://{}:{}/?Action=connect&DBUser={}",
+        spec.host.to_ascii_lowercase(),
+        spec.port,
+        uri_encode(&spec.user)
+    );
     let request = SignableRequest::new("GET", url, std::iter::empty(), SignableBody::Bytes(&[]))
         .map_err(|e| SignError(e.to_string()))?;
     let (instructions, _signature) = sign(request, &params.into())
@@ -152,6 +159,18 @@ mod tests {
         );
         assert!(v.contains("&X-Amz-Security-Token=a%2Bb%2Fc%3D"), "{v}");
         assert!(!v.contains(['\n', ' ', '+']));
+    }
+
+    #[test]
+    fn host_case_does_not_change_the_signature() {
+        let creds = Credentials::new("akid", "secret", None, None, "test");
+        let t = |host: &str| {
+            let spec = TokenSpec { host: host.into(), port: 5432, user: "u".into(), region: "us-east-1".into() };
+            sign_token(&spec, &creds, UNIX_EPOCH).unwrap().expose().to_owned()
+        };
+        let (upper, lower) = (t("DB.Example.com"), t("db.example.com"));
+        assert!(upper.starts_with("DB.Example.com:5432/"), "{upper}");
+        assert_eq!(upper.rsplit_once("Signature=").unwrap().1, lower.rsplit_once("Signature=").unwrap().1);
     }
 
     #[test]

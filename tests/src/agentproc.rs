@@ -1,0 +1,63 @@
+//! Running the real `rds-iam-tokenagent` binary with a controlled
+//! environment: nothing from the test process leaks in except `PATH`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Result};
+
+/// Where cargo put the workspace's binaries: the test executable lives in
+/// `target/<profile>/deps/`, the binaries one level up.
+pub fn bin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let deps = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok(deps.parent().map(Path::to_path_buf).unwrap_or(deps))
+}
+
+/// The path of a workspace binary; an error tells how to build it.
+pub fn workspace_bin(name: &str) -> Result<PathBuf> {
+    let p = bin_dir()?.join(name);
+    if !p.is_file() {
+        bail!(
+            "{} is not built; run `cargo build --workspace --bins` first (the README's test command does)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// `rds-iam-tokenagent`.
+pub fn agent_bin() -> Result<PathBuf> {
+    workspace_bin("rds-iam-tokenagent")
+}
+
+/// A command for the agent with a clean environment: `PATH`, `HOME` (an
+/// empty directory, so no `~/.aws` is found), text logs, and IMDS disabled
+/// (no test may send traffic off this machine). Add the env under test.
+pub fn agent_command(home: &Path) -> Result<Command> {
+    let mut cmd = Command::new(agent_bin()?);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("RDS_IAM_LOG_FORMAT", "text")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null());
+    Ok(cmd)
+}
+
+/// Output of a finished command as text.
+pub struct Ran {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs to completion.
+pub fn run(cmd: &mut Command) -> Result<Ran> {
+    let out = cmd.output()?;
+    Ok(Ran {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
