@@ -21,11 +21,17 @@ impl FromStr for LogFormat {
     }
 }
 
+/// Caps the SDK's signing traces below the level that would print secrets.
+pub const NO_SECRET_TRACES: &str = "aws_sigv4=info";
+
 /// Installs the global subscriber, writing to stderr. `RUST_LOG` overrides
 /// the default level (`info`).
 pub fn init(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        // aws-sigv4 traces canonical requests, which hold the session token:
+        // never let RUST_LOG=trace put it in the logs.
+        .add_directive(NO_SECRET_TRACES.parse().expect("static directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

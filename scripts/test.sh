@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Every test of the project. Installs what is missing first (testenv/setup.sh);
+# a missing dependency is an error, never a skipped test. Needs root (apt, the
+# test PostgreSQL runs as `postgres`, a PAM service file in /etc/pam.d).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "installing test dependencies (testenv/setup.sh)"
+bash testenv/setup.sh
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "building the binaries the end-to-end tests run"
+cargo build --workspace --bins --locked
+
+step "cargo test (unit, integration, end to end)"
+cargo test --workspace --locked --no-fail-fast
+
+step "manifests: kubectl kustomize + kubernetes-validate --strict (1.30, 1.33)"
+bash testenv/validate-manifests.sh
+
+step "all tests passed"
