@@ -19,6 +19,9 @@ dpkg -s openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # testenv/clients/ConnectJdbc.java runs in java source-launch mode: needs a JDK (jdk.compiler)
 { command -v java >/dev/null 2>&1 && java --list-modules 2>/dev/null | grep '^jdk\.compiler@' >/dev/null; } \
   || need_apt+=(default-jdk-headless)
+# the test kubelet gives container UIDs a passwd entry with nss_wrapper; the e2e flow uses curl
+dpkg -s libnss-wrapper >/dev/null 2>&1 || need_apt+=(libnss-wrapper)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)

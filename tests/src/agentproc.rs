@@ -6,12 +6,17 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Result};
 
-/// Where cargo put the workspace's binaries: the test executable lives in
+/// Where cargo put the workspace's binaries: a test executable lives in
 /// `target/<profile>/deps/`, the binaries one level up.
 pub fn bin_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let deps = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    Ok(deps.parent().map(Path::to_path_buf).unwrap_or(deps))
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    // Test executables live in `deps/`; binaries (like the demo) beside the others.
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        Ok(dir.parent().map(Path::to_path_buf).unwrap_or(dir))
+    } else {
+        Ok(dir)
+    }
 }
 
 /// The path of a workspace binary; an error tells how to build it.

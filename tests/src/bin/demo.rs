@@ -1,0 +1,69 @@
+//! `make demo`: the whole chain on one machine, narrated step by step.
+//! Exits non-zero if any step fails; everything it starts is stopped.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rds_iam_e2e::flow::{admission_review, apply_response, example_pod, Chain, DATABASE, USER};
+use serde_json::json;
+
+fn say(s: &str) {
+    println!("{s}");
+}
+
+fn main() -> ExitCode {
+    match demo() {
+        Ok(()) => {
+            say("\ndemo: OK. Every process it started has been stopped.");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("\ndemo: FAILED: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo() -> Result<()> {
+    say("== 1. binaries: built by scripts/demo.sh (cargo build --workspace --bins)");
+    say("== 2-4. starting the local stand-ins and the webhook");
+    let chain = Chain::start(&say)?;
+    say("== 5. the AdmissionReview of manifests/examples' Deployment pod");
+    let port = chain.pg.port();
+    let pod = example_pod(|p| {
+        // The example points at a real RDS host; here the database is local.
+        p["metadata"]["annotations"]["rds-iam/host"] = json!("localhost");
+        p["metadata"]["annotations"]["rds-iam/port"] = json!(port.to_string());
+    })?;
+    say(&format!(
+        "  pod {}* in namespace {}, annotations rds-iam/host=localhost, rds-iam/port={port}, rds-iam/user={USER}, rds-iam/database={DATABASE}; IRSA env added as the EKS pod identity webhook would",
+        pod["metadata"]["generateName"].as_str().unwrap_or(""),
+        pod["metadata"]["namespace"].as_str().unwrap_or("")
+    ));
+    let response = chain.review(&admission_review(&pod))?;
+    anyhow::ensure!(response["response"]["patch"].is_string(), "the webhook returned no patch: {response}");
+    let (_, typed) = apply_response(&pod, &response)?;
+    let spec = typed.spec.as_ref().context("spec")?;
+    let inits: Vec<String> = spec.init_containers.iter().flatten().map(|c| c.name.clone()).collect();
+    say(&format!("  the webhook patched the pod: init containers {inits:?}, volumes {:?}",
+        spec.volumes.iter().flatten().map(|v| v.name.clone()).collect::<Vec<_>>()));
+    for w in response["response"]["warnings"].as_array().into_iter().flatten() {
+        say(&format!("  admission warning: {w}"));
+    }
+    say("== 6. running the patched pod with the test kubelet");
+    let kubelet = chain.kubelet()?;
+    let run = kubelet.run_pod(&typed, &|s| say(&format!("  kubelet: {s}")))?;
+    say("== 7. the app container runs stock psql with no password anywhere");
+    let log = run.wait_log("app", Duration::from_secs(60), |l| l.lines().any(|x| x.trim() == USER))?;
+    for line in log.lines() {
+        say(&format!("  app | {line}"));
+    }
+    say(&format!("  psql logged in as {USER} with an IAM token from the agent's pgpass"));
+    let statuses = run.stop()?;
+    for (name, st) in statuses {
+        say(&format!("  stopped {name}: {st}"));
+    }
+    drop(chain);
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! The whole chain: the example Deployment's pod -> `rds-iam-webhook serve`
+//! over TLS -> the patched pod run by the test kubelet -> stock psql (and
+//! psycopg, node-postgres, pgJDBC) log in to the RDS-like PostgreSQL with
+//! the agent's tokens, across refresh cycles.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rds_iam_e2e::flow::{admission_review, apply_response, example_pod, Chain, USER};
+use rds_iam_e2e::pgrds::Client;
+use serde_json::json;
+
+fn say(s: &str) {
+    eprintln!("{s}");
+}
+
+#[test]
+fn example_pod_logs_in_across_refresh_cycles() -> Result<()> {
+    let chain = Chain::start(&say)?;
+    let port = chain.pg.port();
+    let pod = example_pod(|p| {
+        let a = &mut p["metadata"]["annotations"];
+        a["rds-iam/host"] = json!("localhost");
+        a["rds-iam/port"] = json!(port.to_string());
+        a["rds-iam/refresh-interval"] = json!("1m");
+    })?;
+    let response = chain.review(&admission_review(&pod))?;
+    let (patched, typed) = apply_response(&pod, &response)?;
+    let spec = typed.spec.as_ref().context("spec")?;
+    // The agent is the first init container, a native sidecar, as the app's UID.
+    let agent = &spec.init_containers.as_ref().context("initContainers")?[0];
+    assert_eq!(agent.restart_policy.as_deref(), Some("Always"));
+    // 70 is the example pod's runAsUser (manifests/examples/deployment.yaml).
+    assert_eq!(agent.security_context.as_ref().and_then(|s| s.run_as_user), Some(70));
+    let app = spec.containers.iter().find(|c| c.name == "app").context("app")?;
+    let env: Vec<(&str, &str)> = app.env.iter().flatten().map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or(""))).collect();
+    for (k, v) in [("PGPASSFILE", "/var/run/rds-iam/pgpass"), ("PGHOST", "localhost"), ("PGUSER", USER), ("PGSSLMODE", "require")] {
+        assert!(env.contains(&(k, v)), "{k}={v} missing in {env:?}");
+    }
+    assert_eq!(patched["metadata"]["annotations"]["rds-iam/status"], json!("injected"));
+
+    let kubelet = chain.kubelet()?;
+    let run = kubelet.run_pod(&typed, &say)?;
+    run.wait_log("app", Duration::from_secs(60), |l| l.lines().any(|x| x.trim() == USER))?;
+    let vol = run.volume_dir("rds-iam").context("rds-iam volume")?.to_owned();
+
+    // Three refresh cycles: after each new token, a new login works.
+    let mut last = fs::read_to_string(vol.join("token"))?;
+    for cycle in 1..=3 {
+        let t = Instant::now();
+        loop {
+            let now = fs::read_to_string(vol.join("token"))?;
+            if now != last {
+                last = now;
+                break;
+            }
+            anyhow::ensure!(t.elapsed() < Duration::from_secs(90), "no refresh in cycle {cycle}:\n{}", run.logs("rds-iam-tokenagent"));
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let out = run.exec("app", &["psql", "-X", "-A", "-t", "-c", "select current_user"])?;
+        assert!(out.status.success(), "cycle {cycle}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), USER, "cycle {cycle}");
+        say(&format!("refresh cycle {cycle}: psql logged in with the new token"));
+    }
+    // The same injected env and files work for the other clients.
+    let extra = vec![("NODE_EXTRA_CA_CERTS".to_owned(), chain.pg.ca_cert().display().to_string())];
+    for kind in [Client::Psycopg, Client::Node, Client::Jdbc] {
+        let argv = kind.argv()?;
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = run.exec_as_root("app", &argv, &extra)?;
+        assert!(out.status.success(), "{kind:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), USER, "{kind:?}");
+    }
+    let agent_log = run.logs("rds-iam-tokenagent");
+    assert!(!agent_log.contains(&last), "the token must not be logged");
+    let stopped = run.stop()?;
+    for (name, st) in &stopped {
+        assert!(st.success() || st.code().is_none(), "{name} exited {st}");
+    }
+    Ok(())
+}
+
+#[test]
+fn second_app_container_with_another_uid_is_denied() -> Result<()> {
+    let chain = Chain::start(&say)?;
+    let port = chain.pg.port();
+    let pod = example_pod(|p| {
+        p["metadata"]["annotations"]["rds-iam/host"] = json!("localhost");
+        p["metadata"]["annotations"]["rds-iam/port"] = json!(port.to_string());
+        let mut second = p["spec"]["containers"][0].clone();
+        second["name"] = json!("worker");
+        second["securityContext"]["runAsUser"] = json!(1001);
+        p["spec"]["containers"].as_array_mut().expect("containers").push(second);
+    })?;
+    let response = chain.review(&admission_review(&pod))?;
+    let r = &response["response"];
+    assert_eq!(r["allowed"], json!(false), "{response}");
+    let msg = r["status"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains("rds-iam/"), "the message names an annotation: {msg}");
+    assert!(msg.contains("1001") && msg.contains("70"), "the message names both UIDs: {msg}");
+    Ok(())
+}
