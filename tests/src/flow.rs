@@ -56,7 +56,9 @@ impl Drop for WebhookProc {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn need(prog: &str) -> Result<()> {
@@ -73,18 +75,29 @@ impl Chain {
     /// Starts the database, the STS and the webhook. `say` narrates.
     pub fn start(say: &dyn Fn(&str)) -> Result<Chain> {
         need("curl")?;
-        let work = tempfile::Builder::new().prefix("rds-iam-e2e-").tempdir_in("/tmp")?;
+        let work = tempfile::Builder::new()
+            .prefix("rds-iam-e2e-")
+            .tempdir_in("/tmp")?;
         say("starting an RDS-like PostgreSQL: hostssl only, PAM verifies SigV4 rds-db:connect tokens, user granted rds_iam");
         let pg = PgRds::start(&[USER])?;
         pg.sql(&format!("CREATE DATABASE {DATABASE} OWNER {USER};"))?;
-        say(&format!("  PostgreSQL on 127.0.0.1:{} (database {DATABASE}, user {USER})", pg.port()));
+        say(&format!(
+            "  PostgreSQL on 127.0.0.1:{} (database {DATABASE}, user {USER})",
+            pg.port()
+        ));
 
         say("starting a local STS (AssumeRoleWithWebIdentity) for IRSA");
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
         let sts = rt.block_on(Stub::sts())?;
         let c = sts.creds();
         pg.add_key(&c.akid, &c.secret, Some(&c.session_token))?;
-        say(&format!("  STS on {}; the database trusts the keys it hands out", sts.url()));
+        say(&format!(
+            "  STS on {}; the database trusts the keys it hands out",
+            sts.url()
+        ));
 
         say("generating the webhook's CA and serving certificate (rds-iam-webhook certs)");
         let certs = work.path().join("certs");
@@ -94,7 +107,10 @@ impl Chain {
             .arg(&certs)
             .output()?;
         if !out.status.success() {
-            bail!("rds-iam-webhook certs failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "rds-iam-webhook certs failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         say("starting rds-iam-webhook serve (HTTPS, rustls)");
         let port = free_port()?;
@@ -115,7 +131,13 @@ impl Chain {
             .stdout(fs::File::create(&log)?)
             .stderr(fs::File::create(work.path().join("webhook.err"))?)
             .spawn()?;
-        let webhook = WebhookProc { child, port, metrics_port, ca: certs.join("ca.crt"), log };
+        let webhook = WebhookProc {
+            child,
+            port,
+            metrics_port,
+            ca: certs.join("ca.crt"),
+            log,
+        };
         let t = Instant::now();
         loop {
             if let Ok((200, _)) = curl(&webhook, "GET", "/healthz", None) {
@@ -130,8 +152,16 @@ impl Chain {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        say(&format!("  webhook on https://{SERVICE_DNS}:{port} (127.0.0.1), trusted through its CA"));
-        Ok(Chain { pg, sts, rt, webhook, work })
+        say(&format!(
+            "  webhook on https://{SERVICE_DNS}:{port} (127.0.0.1), trusted through its CA"
+        ));
+        Ok(Chain {
+            pg,
+            sts,
+            rt,
+            webhook,
+            work,
+        })
     }
 
     /// The kubelet for this chain.
@@ -139,7 +169,10 @@ impl Chain {
         let mut projected = HashMap::new();
         projected.insert(
             "aws-iam-token".to_owned(),
-            vec![("token".to_owned(), "eyJhbGciOiJSUzI1NiJ9.e2e-projected-sa-token.sig".to_owned())],
+            vec![(
+                "token".to_owned(),
+                "eyJhbGciOiJSUzI1NiJ9.e2e-projected-sa-token.sig".to_owned(),
+            )],
         );
         Ok(Kubelet {
             agent_image: AGENT_IMAGE.to_owned(),
@@ -161,14 +194,32 @@ impl Chain {
 
 /// curl over real TLS, resolving the service name to 127.0.0.1 and trusting
 /// only the webhook's CA.
-pub fn curl(w: &WebhookProc, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
+pub fn curl(
+    w: &WebhookProc,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, String)> {
     let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "10", "-X", method, "-w", "\n%{http_code}"])
-        .arg("--cacert")
-        .arg(&w.ca)
-        .args(["--resolve", &format!("{SERVICE_DNS}:{}:127.0.0.1", w.port)]);
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "10",
+        "-X",
+        method,
+        "-w",
+        "\n%{http_code}",
+    ])
+    .arg("--cacert")
+    .arg(&w.ca)
+    .args(["--resolve", &format!("{SERVICE_DNS}:{}:127.0.0.1", w.port)]);
     if body.is_some() {
-        cmd.args(["-H", "Content-Type: application/json", "--data-binary", "@-"]);
+        cmd.args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "@-",
+        ]);
         cmd.stdin(Stdio::piped());
     } else {
         cmd.stdin(Stdio::null());
@@ -178,7 +229,11 @@ pub fn curl(w: &WebhookProc, method: &str, path: &str, body: Option<&str>) -> Re
     let mut child = cmd.spawn()?;
     if let Some(b) = body {
         use std::io::Write;
-        child.stdin.take().context("stdin")?.write_all(b.as_bytes())?;
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(b.as_bytes())?;
     }
     let out = child.wait_with_output()?;
     if !out.status.success() {
@@ -194,35 +249,48 @@ pub fn curl(w: &WebhookProc, method: &str, path: &str, body: Option<&str>) -> Re
 /// `generateName`, after the EKS pod identity webhook added IRSA. `adjust`
 /// may change the pod JSON first (e.g. point it at the local database).
 pub fn example_pod(adjust: impl FnOnce(&mut Value)) -> Result<Value> {
-    let kubectl = ["kubectl", &format!("{}/.venv/bin/kubectl", repo_root().display())]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file() || which(p))
-        .context("kubectl not found; run testenv/setup.sh")?;
+    let kubectl = [
+        "kubectl",
+        &format!("{}/.venv/bin/kubectl", repo_root().display()),
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file() || which(p))
+    .context("kubectl not found; run testenv/setup.sh")?;
     let out = Command::new(kubectl)
         .args(["kustomize"])
         .arg(repo_root().join("manifests/examples"))
         .output()?;
     if !out.status.success() {
-        bail!("kubectl kustomize manifests/examples: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "kubectl kustomize manifests/examples: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let text = String::from_utf8(out.stdout)?;
     let mut deployment = None;
     let mut role_arn = None;
     for doc in serde_yaml::Deserializer::from_str(&text) {
-        let v: Value = serde_yaml::with::singleton_map_recursive::deserialize(doc).unwrap_or(Value::Null);
+        let v: Value =
+            serde_yaml::with::singleton_map_recursive::deserialize(doc).unwrap_or(Value::Null);
         match v["kind"].as_str() {
             Some("Deployment") => deployment = Some(v),
             Some("ServiceAccount") => {
-                role_arn = v["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].as_str().map(str::to_owned)
+                role_arn = v["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+                    .as_str()
+                    .map(str::to_owned)
             }
             _ => {}
         }
     }
     let d = deployment.context("no Deployment in manifests/examples")?;
-    let role_arn = role_arn.context("no ServiceAccount with eks.amazonaws.com/role-arn in manifests/examples")?;
+    let role_arn = role_arn
+        .context("no ServiceAccount with eks.amazonaws.com/role-arn in manifests/examples")?;
     let name = d["metadata"]["name"].as_str().context("deployment name")?;
-    let ns = d["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
+    let ns = d["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_owned();
     let t = &d["spec"]["template"];
     let mut pod = json!({
         "apiVersion": "v1",
@@ -243,14 +311,24 @@ pub fn example_pod(adjust: impl FnOnce(&mut Value)) -> Result<Value> {
         {"name": "AWS_ROLE_ARN", "value": role_arn},
         {"name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": IRSA_TOKEN_PATH},
     ]);
-    for c in pod["spec"]["containers"].as_array_mut().context("containers")? {
+    for c in pod["spec"]["containers"]
+        .as_array_mut()
+        .context("containers")?
+    {
         let env = c["env"].as_array().cloned().unwrap_or_default();
-        c["env"] = Value::Array(env.into_iter().chain(irsa_env.as_array().cloned().unwrap_or_default()).collect());
+        c["env"] = Value::Array(
+            env.into_iter()
+                .chain(irsa_env.as_array().cloned().unwrap_or_default())
+                .collect(),
+        );
         let mut mounts = c["volumeMounts"].as_array().cloned().unwrap_or_default();
         mounts.push(json!({"name": "aws-iam-token", "mountPath": "/var/run/secrets/eks.amazonaws.com/serviceaccount", "readOnly": true}));
         c["volumeMounts"] = Value::Array(mounts);
     }
-    let mut vols = pod["spec"]["volumes"].as_array().cloned().unwrap_or_default();
+    let mut vols = pod["spec"]["volumes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     vols.push(json!({"name": "aws-iam-token", "projected": {"defaultMode": 420, "sources": [
         {"serviceAccountToken": {"audience": "sts.amazonaws.com", "expirationSeconds": 86400, "path": "token"}}]}}));
     pod["spec"]["volumes"] = Value::Array(vols);
@@ -301,6 +379,7 @@ pub fn apply_response(pod: &Value, response: &Value) -> Result<(Value, Pod)> {
         let patch: json_patch::Patch = serde_json::from_slice(&bytes)?;
         json_patch::patch(&mut patched, &patch)?;
     }
-    let typed: Pod = serde_json::from_value(patched.clone()).context("the patched pod is not a valid Pod")?;
+    let typed: Pod =
+        serde_json::from_value(patched.clone()).context("the patched pod is not a valid Pod")?;
     Ok((patched, typed))
 }

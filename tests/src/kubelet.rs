@@ -62,8 +62,12 @@ pub struct PodRun {
 fn uid_gid(spec: &PodSpec, c: &Container) -> (Option<i64>, Option<i64>) {
     let pod = spec.security_context.as_ref();
     let ctr = c.security_context.as_ref();
-    let uid = ctr.and_then(|s| s.run_as_user).or(pod.and_then(|s| s.run_as_user));
-    let gid = ctr.and_then(|s| s.run_as_group).or(pod.and_then(|s| s.run_as_group));
+    let uid = ctr
+        .and_then(|s| s.run_as_user)
+        .or(pod.and_then(|s| s.run_as_user));
+    let gid = ctr
+        .and_then(|s| s.run_as_group)
+        .or(pod.and_then(|s| s.run_as_group));
     (uid, gid)
 }
 
@@ -72,7 +76,9 @@ impl Kubelet {
     /// containers. `say` gets one line per step.
     pub fn run_pod(&self, pod: &Pod, say: &dyn Fn(&str)) -> Result<PodRun> {
         let spec = pod.spec.clone().context("pod has no spec")?;
-        let root = tempfile::Builder::new().prefix("kubelet-pod-").tempdir_in("/tmp")?;
+        let root = tempfile::Builder::new()
+            .prefix("kubelet-pod-")
+            .tempdir_in("/tmp")?;
         fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755))?;
         fs::create_dir(root.path().join("logs"))?;
         let mut volumes = HashMap::new();
@@ -91,20 +97,39 @@ impl Kubelet {
             }
             volumes.insert(v.name.clone(), dir);
         }
-        let mut run = PodRun { root, spec: spec.clone(), volumes, running: Vec::new(), kubelet: self.clone() };
+        let mut run = PodRun {
+            root,
+            spec: spec.clone(),
+            volumes,
+            running: Vec::new(),
+            kubelet: self.clone(),
+        };
         for c in spec.init_containers.iter().flatten() {
             if c.restart_policy.as_deref() == Some("Always") {
-                say(&format!("starting native sidecar {:?} and waiting for its startupProbe", c.name));
+                say(&format!(
+                    "starting native sidecar {:?} and waiting for its startupProbe",
+                    c.name
+                ));
                 let child = run.spawn(c)?;
                 run.running.push((c.name.clone(), child));
                 run.wait_startup(c)?;
-                say(&format!("sidecar {:?} is started (startupProbe passed)", c.name));
+                say(&format!(
+                    "sidecar {:?} is started (startupProbe passed)",
+                    c.name
+                ));
             } else {
-                say(&format!("running init container {:?} to completion", c.name));
+                say(&format!(
+                    "running init container {:?} to completion",
+                    c.name
+                ));
                 let mut child = run.spawn(c)?;
                 let status = child.wait()?;
                 if !status.success() {
-                    bail!("init container {:?} failed ({status}):\n{}", c.name, run.logs(&c.name));
+                    bail!(
+                        "init container {:?} failed ({status}):\n{}",
+                        c.name,
+                        run.logs(&c.name)
+                    );
                 }
             }
         }
@@ -133,12 +158,15 @@ impl PodRun {
         let mut m = Vec::new();
         for vm in c.volume_mounts.iter().flatten() {
             if vm.sub_path.is_some() || vm.sub_path_expr.is_some() {
-                bail!("container {:?} mounts {:?} with subPath: file replacements would not reach it", c.name, vm.name);
+                bail!(
+                    "container {:?} mounts {:?} with subPath: file replacements would not reach it",
+                    c.name,
+                    vm.name
+                );
             }
-            let dir = self
-                .volumes
-                .get(&vm.name)
-                .with_context(|| format!("container {:?} mounts unknown volume {:?}", c.name, vm.name))?;
+            let dir = self.volumes.get(&vm.name).with_context(|| {
+                format!("container {:?} mounts unknown volume {:?}", c.name, vm.name)
+            })?;
             m.push((vm.mount_path.trim_end_matches('/').to_owned(), dir.clone()));
         }
         m.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
@@ -169,11 +197,17 @@ impl PodRun {
             }
         };
         let Some((prog, args)) = argv.split_first() else {
-            bail!("container {:?} has no command (the sim cannot read image entrypoints)", c.name);
+            bail!(
+                "container {:?} has no command (the sim cannot read image entrypoints)",
+                c.name
+            );
         };
         let is_agent = c.image.as_deref() == Some(self.kubelet.agent_image.as_str());
         let path = if is_agent {
-            format!("{}:/usr/local/bin:/usr/bin:/bin", self.kubelet.bin_dir.display())
+            format!(
+                "{}:/usr/local/bin:/usr/bin:/bin",
+                self.kubelet.bin_dir.display()
+            )
         } else {
             "/usr/local/bin:/usr/bin:/bin".to_owned()
         };
@@ -182,9 +216,16 @@ impl PodRun {
         cmd.env_clear().env("PATH", &path).env("HOME", "/tmp");
         for e in c.env.iter().flatten() {
             if e.value_from.is_some() {
-                bail!("container {:?}: env {:?} uses valueFrom, which the sim does not support", c.name, e.name);
+                bail!(
+                    "container {:?}: env {:?} uses valueFrom, which the sim does not support",
+                    c.name,
+                    e.name
+                );
             }
-            cmd.env(&e.name, Self::map_path(&mounts, e.value.as_deref().unwrap_or("")));
+            cmd.env(
+                &e.name,
+                Self::map_path(&mounts, e.value.as_deref().unwrap_or("")),
+            );
         }
         if is_agent {
             for (k, v) in &self.kubelet.agent_network_env {
@@ -193,8 +234,12 @@ impl PodRun {
         }
         // Resolve the program on the container's PATH, as a runtime would.
         if !prog.contains('/') {
-            let found = path.split(':').map(|d| Path::new(d).join(prog)).find(|p| p.is_file());
-            let found = found.with_context(|| format!("container {:?}: {prog:?} not found on {path}", c.name))?;
+            let found = path
+                .split(':')
+                .map(|d| Path::new(d).join(prog))
+                .find(|p| p.is_file());
+            let found = found
+                .with_context(|| format!("container {:?}: {prog:?} not found on {path}", c.name))?;
             cmd = {
                 let mut c2 = Command::new(found);
                 c2.args(cmd.get_args());
@@ -222,7 +267,9 @@ impl PodRun {
     /// Gives the process a passwd/group entry for `uid`, as its image would.
     fn image_passwd(&self, cmd: &mut Command, uid: i64, gid: i64) -> Result<()> {
         let passwd = fs::read_to_string("/etc/passwd")?;
-        let known = passwd.lines().any(|l| l.split(':').nth(2) == Some(uid.to_string().as_str()));
+        let known = passwd
+            .lines()
+            .any(|l| l.split(':').nth(2) == Some(uid.to_string().as_str()));
         if known {
             return Ok(());
         }
@@ -233,7 +280,10 @@ impl PodRun {
         let etc = self.root.path().join("etc");
         fs::create_dir_all(&etc)?;
         let pw = etc.join(format!("passwd-{uid}"));
-        fs::write(&pw, format!("{passwd}app{uid}:x:{uid}:{gid}:container user:/tmp:/bin/sh\n"))?;
+        fs::write(
+            &pw,
+            format!("{passwd}app{uid}:x:{uid}:{gid}:container user:/tmp:/bin/sh\n"),
+        )?;
         let group = fs::read_to_string("/etc/group")?;
         let gr = etc.join(format!("group-{gid}"));
         fs::write(&gr, format!("{group}app{gid}:x:{gid}:\n"))?;
@@ -241,16 +291,23 @@ impl PodRun {
             fs::set_permissions(p, fs::Permissions::from_mode(0o644))?;
         }
         fs::set_permissions(&etc, fs::Permissions::from_mode(0o755))?;
-        cmd.env("LD_PRELOAD", lib).env("NSS_WRAPPER_PASSWD", pw).env("NSS_WRAPPER_GROUP", gr);
+        cmd.env("LD_PRELOAD", lib)
+            .env("NSS_WRAPPER_PASSWD", pw)
+            .env("NSS_WRAPPER_GROUP", gr);
         Ok(())
     }
 
     fn spawn(&self, c: &Container) -> Result<Child> {
-        let log = self.root.path().join("logs").join(format!("{}.log", c.name));
+        let log = self
+            .root
+            .path()
+            .join("logs")
+            .join(format!("{}.log", c.name));
         let f = fs::File::create(&log)?;
         let mut cmd = self.command(c, None)?;
         cmd.stdout(f.try_clone()?).stderr(f);
-        cmd.spawn().with_context(|| format!("starting container {:?}", c.name))
+        cmd.spawn()
+            .with_context(|| format!("starting container {:?}", c.name))
     }
 
     fn wait_startup(&self, c: &Container) -> Result<()> {
@@ -265,7 +322,8 @@ impl PodRun {
         let period = probe.period_seconds.unwrap_or(10).max(1) as u64;
         let tries = probe.failure_threshold.unwrap_or(3).max(1) as u64;
         // Probe 10x faster than kubelet would, within the same total budget.
-        let deadline = Instant::now() + Duration::from_secs(period * tries + probe.initial_delay_seconds.unwrap_or(0) as u64);
+        let deadline = Instant::now()
+            + Duration::from_secs(period * tries + probe.initial_delay_seconds.unwrap_or(0) as u64);
         loop {
             let out = self.command(c, Some(&argv))?.output()?;
             if out.status.success() {
@@ -294,7 +352,12 @@ impl PodRun {
     /// with `extra` env added: for client programs this machine installs
     /// where the container's UID cannot reach (e.g. a venv under /root).
     /// libpq-style clients check the passfile's mode, not its owner.
-    pub fn exec_as_root(&self, name: &str, argv: &[&str], extra: &[(String, String)]) -> Result<Output> {
+    pub fn exec_as_root(
+        &self,
+        name: &str,
+        argv: &[&str],
+        extra: &[(String, String)],
+    ) -> Result<Output> {
         let c = self.container(name)?;
         let mut c = c.clone();
         if let Some(sc) = c.security_context.as_mut() {
@@ -306,7 +369,13 @@ impl PodRun {
             sc.run_as_user = None;
             sc.run_as_group = None;
         }
-        let as_root = PodRun { root: tempfile::tempdir()?, spec, volumes: self.volumes.clone(), running: Vec::new(), kubelet: self.kubelet.clone() };
+        let as_root = PodRun {
+            root: tempfile::tempdir()?,
+            spec,
+            volumes: self.volumes.clone(),
+            running: Vec::new(),
+            kubelet: self.kubelet.clone(),
+        };
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
         let mut cmd = as_root.command(&c, Some(&argv))?;
         cmd.env("PATH", std::env::var_os("PATH").unwrap_or_default());
@@ -318,7 +387,8 @@ impl PodRun {
 
     /// The container's log so far.
     pub fn logs(&self, name: &str) -> String {
-        fs::read_to_string(self.root.path().join("logs").join(format!("{name}.log"))).unwrap_or_default()
+        fs::read_to_string(self.root.path().join("logs").join(format!("{name}.log")))
+            .unwrap_or_default()
     }
 
     /// A volume's directory.
@@ -327,7 +397,12 @@ impl PodRun {
     }
 
     /// Waits until `pred(log)` holds for container `name`.
-    pub fn wait_log(&self, name: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> Result<String> {
+    pub fn wait_log(
+        &self,
+        name: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String> {
         let t = Instant::now();
         loop {
             let l = self.logs(name);
@@ -344,7 +419,9 @@ impl PodRun {
     /// SIGTERM to every running container, then wait (SIGKILL after 10 s).
     pub fn stop(mut self) -> Result<Vec<(String, std::process::ExitStatus)>> {
         for (_, child) in &self.running {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
         }
         let mut out = Vec::new();
         for (name, mut child) in self.running.drain(..) {

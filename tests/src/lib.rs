@@ -1,7 +1,7 @@
 //! Shared helpers for the end-to-end tests.
 
-pub mod pgrds;
 pub mod agentproc;
 pub mod flow;
 pub mod kubelet;
+pub mod pgrds;
 pub mod stubs;

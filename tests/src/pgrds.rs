@@ -175,7 +175,10 @@ impl PgRds {
             .write_all(sql.as_bytes())?;
         let out = child.wait_with_output()?;
         if !out.status.success() {
-            bail!("pg-rds sql failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "pg-rds sql failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }

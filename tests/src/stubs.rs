@@ -30,7 +30,9 @@ impl IssuedCreds {
         const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
         const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         let pick = |set: &[u8], n: usize| -> String {
-            (0..n).map(|_| set[rand::random_range(0..set.len())] as char).collect()
+            (0..n)
+                .map(|_| set[rand::random_range(0..set.len())] as char)
+                .collect()
         };
         Self {
             akid: format!("ASIA{}", pick(UPPER, 16)),
@@ -81,7 +83,11 @@ impl Stub {
         format!("http://{}", self.addr)
     }
     pub fn creds(&self) -> IssuedCreds {
-        self.inner.creds.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.inner
+            .creds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
     pub fn set_creds(&self, c: IssuedCreds) {
         *self.inner.creds.lock().unwrap_or_else(|e| e.into_inner()) = c;
@@ -91,10 +97,18 @@ impl Stub {
     }
     /// How long handed-out credentials live.
     pub fn set_lifetime(&self, d: Duration) {
-        *self.inner.lifetime.lock().unwrap_or_else(|e| e.into_inner()) = d;
+        *self
+            .inner
+            .lifetime
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = d;
     }
     pub fn seen(&self) -> Vec<Seen> {
-        self.inner.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.inner
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Starts an STS stub (awsQuery protocol: form-encoded POST, XML answer).
@@ -122,24 +136,41 @@ impl Stub {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let app = Router::new()
-            .fallback(move |State(inner): State<Arc<Inner>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes| async move {
-                let seen = Seen {
-                    method,
-                    path: uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-                        .collect(),
-                    body: String::from_utf8_lossy(&body).into_owned(),
-                };
-                inner.seen.lock().unwrap_or_else(|e| e.into_inner()).push(seen.clone());
-                let mode = *inner.mode.lock().unwrap_or_else(|e| e.into_inner());
-                match mode {
-                    Mode::Hang => std::future::pending::<Response>().await,
-                    Mode::Fail => (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response(),
-                    Mode::Deny | Mode::Ok => answer(&inner, &seen),
-                }
-            })
+            .fallback(
+                move |State(inner): State<Arc<Inner>>,
+                      method: Method,
+                      uri: Uri,
+                      headers: HeaderMap,
+                      body: Bytes| async move {
+                    let seen = Seen {
+                        method,
+                        path: uri
+                            .path_and_query()
+                            .map(|p| p.to_string())
+                            .unwrap_or_default(),
+                        headers: headers
+                            .iter()
+                            .map(|(k, v)| {
+                                (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())
+                            })
+                            .collect(),
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                    };
+                    inner
+                        .seen
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(seen.clone());
+                    let mode = *inner.mode.lock().unwrap_or_else(|e| e.into_inner());
+                    match mode {
+                        Mode::Hang => std::future::pending::<Response>().await,
+                        Mode::Fail => {
+                            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+                        }
+                        Mode::Deny | Mode::Ok => answer(&inner, &seen),
+                    }
+                },
+            )
             .with_state(inner.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -187,13 +218,19 @@ pub fn form(body: &str) -> HashMap<String, String> {
 fn sts_answer(inner: &Inner, seen: &Seen) -> Response {
     let params = form(&seen.body);
     let mode = *inner.mode.lock().unwrap_or_else(|e| e.into_inner());
-    if mode == Mode::Deny || params.get("Action").map(String::as_str) != Some("AssumeRoleWithWebIdentity") {
+    if mode == Mode::Deny
+        || params.get("Action").map(String::as_str) != Some("AssumeRoleWithWebIdentity")
+    {
         let body = "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type>\
             <Code>AccessDenied</Code><Message>Not authorized to perform sts:AssumeRoleWithWebIdentity</Message>\
             </Error><RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>";
         return (StatusCode::FORBIDDEN, [("content-type", "text/xml")], body).into_response();
     }
-    let c = inner.creds.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let c = inner
+        .creds
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let role = params.get("RoleArn").cloned().unwrap_or_default();
     let session = params.get("RoleSessionName").cloned().unwrap_or_default();
     let body = format!(
@@ -215,7 +252,11 @@ fn sts_answer(inner: &Inner, seen: &Seen) -> Response {
 }
 
 fn creds_json(inner: &Inner) -> String {
-    let c = inner.creds.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let c = inner
+        .creds
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     serde_json::json!({
         "Code": "Success",
         "Type": "AWS-HMAC",
@@ -230,9 +271,18 @@ fn creds_json(inner: &Inner) -> String {
 
 fn container_answer(inner: &Inner, _seen: &Seen) -> Response {
     if *inner.mode.lock().unwrap_or_else(|e| e.into_inner()) == Mode::Deny {
-        return (StatusCode::FORBIDDEN, "{\"code\":\"AccessDeniedException\"}").into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            "{\"code\":\"AccessDeniedException\"}",
+        )
+            .into_response();
     }
-    (StatusCode::OK, [("content-type", "application/json")], creds_json(inner)).into_response()
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        creds_json(inner),
+    )
+        .into_response()
 }
 
 const IMDS_ROLE: &str = "demo-instance-role";
@@ -247,11 +297,17 @@ fn imds_answer(inner: &Inner, seen: &Seen) -> Response {
         )
             .into_response();
     }
-    if seen.headers.get("x-aws-ec2-metadata-token").map(String::as_str) != Some("imds-session-token") {
+    if seen
+        .headers
+        .get("x-aws-ec2-metadata-token")
+        .map(String::as_str)
+        != Some("imds-session-token")
+    {
         return StatusCode::UNAUTHORIZED.into_response();
     }
     match path {
-        "/latest/meta-data/iam/security-credentials/" | "/latest/meta-data/iam/security-credentials" => {
+        "/latest/meta-data/iam/security-credentials/"
+        | "/latest/meta-data/iam/security-credentials" => {
             (StatusCode::OK, IMDS_ROLE).into_response()
         }
         p if p == format!("/latest/meta-data/iam/security-credentials/{IMDS_ROLE}") => {

@@ -16,25 +16,54 @@ const CASES: usize = 300;
 
 fn rand_str(set: &[u8], min: usize, max: usize) -> String {
     let n = rand::random_range(min..=max);
-    (0..n).map(|_| set[rand::random_range(0..set.len())] as char).collect()
+    (0..n)
+        .map(|_| set[rand::random_range(0..set.len())] as char)
+        .collect()
 }
 
 fn random_host() -> String {
     const LABEL: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    let region = ["us-east-1", "eu-west-3", "ap-southeast-2", "cn-north-1", "us-gov-west-1"][rand::random_range(0..5)];
+    let region = [
+        "us-east-1",
+        "eu-west-3",
+        "ap-southeast-2",
+        "cn-north-1",
+        "us-gov-west-1",
+    ][rand::random_range(0..5)];
     match rand::random_range(0..5) {
-        0 => format!("{}.{}.{region}.rds.amazonaws.com", rand_str(LABEL, 1, 20), rand_str(LABEL, 12, 12)),
-        1 => format!("{}.cluster-ro-{}.{region}.rds.amazonaws.com", rand_str(LABEL, 1, 20), rand_str(LABEL, 12, 12)),
-        2 => format!("{}.proxy-{}.{region}.rds.amazonaws.com", rand_str(LABEL, 1, 20), rand_str(LABEL, 12, 12)),
-        3 => format!("{}.{}.{region}.rds.amazonaws.com.cn", rand_str(LABEL, 1, 20), rand_str(LABEL, 12, 12)),
-        _ => format!("{}-{}.internal", rand_str(LABEL, 1, 10), rand_str(LABEL, 1, 10)),
+        0 => format!(
+            "{}.{}.{region}.rds.amazonaws.com",
+            rand_str(LABEL, 1, 20),
+            rand_str(LABEL, 12, 12)
+        ),
+        1 => format!(
+            "{}.cluster-ro-{}.{region}.rds.amazonaws.com",
+            rand_str(LABEL, 1, 20),
+            rand_str(LABEL, 12, 12)
+        ),
+        2 => format!(
+            "{}.proxy-{}.{region}.rds.amazonaws.com",
+            rand_str(LABEL, 1, 20),
+            rand_str(LABEL, 12, 12)
+        ),
+        3 => format!(
+            "{}.{}.{region}.rds.amazonaws.com.cn",
+            rand_str(LABEL, 1, 20),
+            rand_str(LABEL, 12, 12)
+        ),
+        _ => format!(
+            "{}-{}.internal",
+            rand_str(LABEL, 1, 10),
+            rand_str(LABEL, 1, 10)
+        ),
     }
 }
 
 fn random_user() -> String {
     // Everything a PostgreSQL role name may hold except what the agent
     // rejects (':', whitespace, control characters).
-    const CH: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.@+=/!$&'()*,;~%#?[]\\\"";
+    const CH: &[u8] =
+        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.@+=/!$&'()*,;~%#?[]\\\"";
     let mut u = rand_str(CH, 1, 40);
     if rand::random_bool(0.1) {
         u.push('é');
@@ -80,17 +109,44 @@ fn tokens_match_botocore() -> Result<()> {
         let host = random_host();
         let port: u16 = rand::random_range(1..=65535);
         let user = random_user();
-        let region = ["us-east-1", "eu-central-1", "ap-northeast-3", "cn-northwest-1", "us-gov-east-1"][i % 5].to_owned();
-        let akid = format!("AKIA{}", rand_str(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16, 16));
-        let secret = rand_str(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", 40, 40);
+        let region = [
+            "us-east-1",
+            "eu-central-1",
+            "ap-northeast-3",
+            "cn-northwest-1",
+            "us-gov-east-1",
+        ][i % 5]
+            .to_owned();
+        let akid = format!(
+            "AKIA{}",
+            rand_str(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16, 16)
+        );
+        let secret = rand_str(
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+            40,
+            40,
+        );
         // Half with a session token, up to real STS lengths.
         let session_token = (i % 2 == 0).then(|| {
-            rand_str(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=", 16, 1400)
+            rand_str(
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=",
+                16,
+                1400,
+            )
         });
         let time: u64 = rand::random_range(1_500_000_000..2_000_000_000);
         let creds = Credentials::new(&akid, &secret, session_token.clone(), None, "test");
-        let spec = TokenSpec { host: host.clone(), port, user: user.clone(), region: region.clone() };
-        ours.push(sign_token(&spec, &creds, UNIX_EPOCH + Duration::from_secs(time))?);
+        let spec = TokenSpec {
+            host: host.clone(),
+            port,
+            user: user.clone(),
+            region: region.clone(),
+        };
+        ours.push(sign_token(
+            &spec,
+            &creds,
+            UNIX_EPOCH + Duration::from_secs(time),
+        )?);
         cases.push(serde_json::json!({
             "host": host, "port": port, "user": user, "region": region,
             "akid": akid, "secret": secret, "session_token": session_token, "time": time,
@@ -109,7 +165,10 @@ fn tokens_match_botocore() -> Result<()> {
         .write_all(serde_json::to_string(&cases)?.as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!("botocore_batch.py failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "botocore_batch.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let theirs: Vec<String> = serde_json::from_slice(&out.stdout)?;
     assert_eq!(theirs.len(), CASES);
@@ -129,10 +188,30 @@ fn pinned_vector_also_matches_botocore() -> Result<()> {
     // references agree with each other and with us.
     let out = Command::new(venv_python()?)
         .arg(repo_root().join("testenv/botocore_token.py"))
-        .args(["--host", "prod-instance.us-east-1.rds.amazonaws.com", "--port", "3306", "--user", "peccy"])
-        .args(["--region", "us-east-1", "--akid", "akid", "--secret", "secret", "--time", "1724709600"])
+        .args([
+            "--host",
+            "prod-instance.us-east-1.rds.amazonaws.com",
+            "--port",
+            "3306",
+            "--user",
+            "peccy",
+        ])
+        .args([
+            "--region",
+            "us-east-1",
+            "--akid",
+            "akid",
+            "--secret",
+            "secret",
+            "--time",
+            "1724709600",
+        ])
         .output()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let token = String::from_utf8(out.stdout)?;
     let (_, params) = split(token.trim())?;
     assert_eq!(

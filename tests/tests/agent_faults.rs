@@ -19,7 +19,10 @@ fn agent(home: &Path, dir: &Path) -> Result<Command> {
         .env("RDS_IAM_USER", "app")
         .env("RDS_IAM_DIR", dir)
         .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-        .env("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        )
         .env("AWS_SESSION_TOKEN", "FwoGZXIvYXdzE".repeat(80))
         .arg("--once")
         .stdout(Stdio::null())
@@ -44,7 +47,8 @@ fn check_files(dir: &Path) -> Result<usize> {
     match fs::read_to_string(dir.join("pgpass")) {
         Ok(l) => {
             present += 1;
-            let f = pgpass::parse_line(&l).ok_or_else(|| anyhow::anyhow!("partial pgpass: {l:?}"))?;
+            let f =
+                pgpass::parse_line(&l).ok_or_else(|| anyhow::anyhow!("partial pgpass: {l:?}"))?;
             if !l.ends_with('\n') || !f[4].ends_with(&"FwoGZXIvYXdzE".repeat(80)) {
                 bail!("partial pgpass: {l:?}");
             }
@@ -111,7 +115,10 @@ fn sigkill_at_random_points_never_leaves_a_partial_file() -> Result<()> {
     );
     // The kills must have landed across the whole run to mean anything.
     assert!(none > 0 && both > 0, "none={none} both={both}");
-    assert!(while_running >= KILLS / 10, "too few kills hit a running agent: {while_running}");
+    assert!(
+        while_running >= KILLS / 10,
+        "too few kills hit a running agent: {while_running}"
+    );
     assert!(changed > 0 && changed < KILLS, "{changed}");
     // A later start removes the temporary files of killed runs.
     assert!(agent(home.path(), dir.path())?.status()?.success());
@@ -144,22 +151,30 @@ fn full_disk_and_read_only_volume_keep_the_old_token() -> Result<()> {
         bail!("mounting a tmpfs failed: this test needs root (CAP_SYS_ADMIN)");
     }
     let _m = Mount(dir.path().to_owned());
-    let r = run(&mut agent(home.path(), dir.path())?.stderr(Stdio::piped()))?;
+    let r = run(agent(home.path(), dir.path())?.stderr(Stdio::piped()))?;
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let old = fs::read_to_string(dir.path().join("token"))?;
     // Fill the rest of the disk.
     let _ = fs::write(dir.path().join("filler"), vec![0u8; 64 * 1024]);
     std::thread::sleep(Duration::from_millis(1100)); // a new token differs (X-Amz-Date)
-    let r = run(&mut agent(home.path(), dir.path())?.stderr(Stdio::piped()))?;
+    let r = run(agent(home.path(), dir.path())?.stderr(Stdio::piped()))?;
     assert_eq!(r.code, Some(1));
-    assert!(r.stderr.contains("No space left on device") && r.stderr.contains("previous files are kept"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("No space left on device")
+            && r.stderr.contains("previous files are kept"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(fs::read_to_string(dir.path().join("token"))?, old);
     assert_eq!(check_files(dir.path())?, 2);
     // Read-only volume.
     fs::remove_file(dir.path().join("filler"))?;
-    let st = Command::new("mount").args(["-o", "remount,ro"]).arg(dir.path()).status()?;
+    let st = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(dir.path())
+        .status()?;
     assert!(st.success(), "remount ro");
-    let r = run(&mut agent(home.path(), dir.path())?.stderr(Stdio::piped()))?;
+    let r = run(agent(home.path(), dir.path())?.stderr(Stdio::piped()))?;
     assert_eq!(r.code, Some(1));
     assert!(r.stderr.contains("Read-only file system"), "{}", r.stderr);
     assert_eq!(fs::read_to_string(dir.path().join("token"))?, old);

@@ -18,7 +18,12 @@ async fn web_identity_token_file_is_reread_and_credentials_cached() -> Result<()
     let home = tempfile::tempdir()?;
     let jwt = home.path().join("token");
     fs::write(&jwt, "jwt-generation-1")?;
-    for k in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI"] {
+    for k in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ] {
         std::env::remove_var(k);
     }
     std::env::set_var("HOME", home.path());
@@ -28,10 +33,22 @@ async fn web_identity_token_file_is_reread_and_credentials_cached() -> Result<()
     std::env::set_var("AWS_ENDPOINT_URL_STS", sts.url());
 
     let dir = tempfile::tempdir()?;
-    let spec = TokenSpec { host: "db.abc.us-east-1.rds.amazonaws.com".into(), port: 5432, user: "app".into(), region: "us-east-1".into() };
-    let agent = Agent::new(spec, dir.path().to_owned(), CredentialSource::default_chain("us-east-1").await);
+    let spec = TokenSpec {
+        host: "db.abc.us-east-1.rds.amazonaws.com".into(),
+        port: 5432,
+        user: "app".into(),
+        region: "us-east-1".into(),
+    };
+    let agent = Agent::new(
+        spec,
+        dir.path().to_owned(),
+        CredentialSource::default_chain("us-east-1").await,
+    );
     let tokens_seen = || -> Vec<String> {
-        sts.seen().iter().map(|s| rds_iam_e2e::stubs::form(&s.body)["WebIdentityToken"].clone()).collect()
+        sts.seen()
+            .iter()
+            .map(|s| rds_iam_e2e::stubs::form(&s.body)["WebIdentityToken"].clone())
+            .collect()
     };
 
     // Credentials that expire within the refresh margin: fetched every time.
@@ -40,7 +57,11 @@ async fn web_identity_token_file_is_reread_and_credentials_cached() -> Result<()
     assert_eq!(tokens_seen(), ["jwt-generation-1"]);
     fs::write(&jwt, "jwt-generation-2")?;
     agent.refresh_once(std::future::pending()).await?;
-    assert_eq!(tokens_seen(), ["jwt-generation-1", "jwt-generation-2"], "the rotated file was read");
+    assert_eq!(
+        tokens_seen(),
+        ["jwt-generation-1", "jwt-generation-2"],
+        "the rotated file was read"
+    );
 
     // Credentials valid for an hour: one STS call for many tokens.
     sts.set_lifetime(Duration::from_secs(3600));
@@ -49,7 +70,10 @@ async fn web_identity_token_file_is_reread_and_credentials_cached() -> Result<()
         let r = agent.refresh_once(std::future::pending()).await?;
         assert!(r.expires_at > SystemTime::now() + Duration::from_secs(890));
     }
-    assert_eq!(tokens_seen(), ["jwt-generation-1", "jwt-generation-2", "jwt-generation-3"]);
+    assert_eq!(
+        tokens_seen(),
+        ["jwt-generation-1", "jwt-generation-2", "jwt-generation-3"]
+    );
     assert_eq!(sts.seen().len(), 3);
     Ok(())
 }

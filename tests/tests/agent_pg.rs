@@ -57,7 +57,9 @@ fn expect_ok(r: &Ran) {
 fn all_clients_connect(dir: &Path) -> Result<()> {
     let env = pg().libpq_env(USER, &dir.join("pgpass"));
     for kind in Client::ALL {
-        let who = pg().run_client(kind, &env).with_context(|| format!("{kind:?}"))?;
+        let who = pg()
+            .run_client(kind, &env)
+            .with_context(|| format!("{kind:?}"))?;
         assert_eq!(who, USER, "{kind:?}");
     }
     Ok(())
@@ -72,7 +74,10 @@ fn psql_connects(dir: &Path) -> Result<()> {
 
 fn assert_no_secrets_in(log: &str, secrets: &[&str]) {
     for s in secrets {
-        assert!(!s.is_empty() && !log.contains(s), "a secret appears in the log:\n{log}");
+        assert!(
+            !s.is_empty() && !log.contains(s),
+            "a secret appears in the log:\n{log}"
+        );
     }
 }
 
@@ -94,7 +99,11 @@ fn static_env_credentials_all_clients_connect() -> Result<()> {
         assert_eq!(mode, 0o600, "{f}");
     }
     let token = fs::read_to_string(dir.path().join("token"))?;
-    assert!(token.len() > 1500, "a session token makes a long token: {}", token.len());
+    assert!(
+        token.len() > 1500,
+        "a session token makes a long token: {}",
+        token.len()
+    );
     assert_no_secrets_in(&r.stderr, &[&token, &c.secret, &c.session_token]);
     all_clients_connect(dir.path())
 }
@@ -122,7 +131,10 @@ fn agent_tokens_are_rejected_when_wrong() -> Result<()> {
     let text = fs::read_to_string(&pgpass)?;
     let last = text.trim_end().chars().last().context("empty pgpass")?;
     let flipped = if last == '0' { '1' } else { '0' };
-    let tampered = format!("{}{flipped}\n", &text.trim_end()[..text.trim_end().len() - 1]);
+    let tampered = format!(
+        "{}{flipped}\n",
+        &text.trim_end()[..text.trim_end().len() - 1]
+    );
     fs::write(&pgpass, tampered)?;
     let e = pg()
         .run_client(Client::Psql, &pg().libpq_env(USER, &pgpass))
@@ -160,7 +172,10 @@ fn irsa_web_identity_against_local_sts() -> Result<()> {
     let form = rds_iam_e2e::stubs::form(&seen[0].body);
     assert_eq!(form["Action"], "AssumeRoleWithWebIdentity");
     assert_eq!(form["RoleArn"], "arn:aws:iam::123456789012:role/demo-app");
-    assert_eq!(form["WebIdentityToken"], "eyJhbGciOiJSUzI1NiJ9.irsa-projected-token.sig");
+    assert_eq!(
+        form["WebIdentityToken"],
+        "eyJhbGciOiJSUzI1NiJ9.irsa-projected-token.sig"
+    );
     assert_no_secrets_in(&r.stderr, &[&c.secret, &c.session_token]);
     psql_connects(dir.path())
 }
@@ -213,7 +228,11 @@ fn irsa_against_moto_sts() -> Result<()> {
     expect_ok(&r);
     let token = fs::read_to_string(dir.path().join("token"))?;
     // moto's temporary credentials: an ASIA key and a session token.
-    assert!(token.contains("&X-Amz-Credential=ASIA"), "{}", &token[..120]);
+    assert!(
+        token.contains("&X-Amz-Credential=ASIA"),
+        "{}",
+        &token[..120]
+    );
     assert!(token.contains("&X-Amz-Security-Token="));
     let _ = server.0.kill();
     Ok(())
@@ -230,7 +249,10 @@ fn eks_pod_identity_against_local_endpoint() -> Result<()> {
     fs::write(&auth, "eyJhbGciOiJSUzI1NiJ9.pod-identity.sig")?;
     let r = once(
         agent(home.path(), dir.path())?
-            .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", format!("{}/v1/credentials", ep.url()))
+            .env(
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                format!("{}/v1/credentials", ep.url()),
+            )
             .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &auth),
     )?;
     expect_ok(&r);
@@ -279,7 +301,10 @@ fn imds_credentials() -> Result<()> {
             .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url()),
     )?;
     expect_ok(&r);
-    assert!(imds.seen().iter().any(|s| s.path == "/latest/api/token"), "IMDSv2 session token requested");
+    assert!(
+        imds.seen().iter().any(|s| s.path == "/latest/api/token"),
+        "IMDSv2 session token requested"
+    );
     psql_connects(dir.path())
 }
 
@@ -289,8 +314,17 @@ fn no_credentials_is_actionable() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let r = once(&mut agent(home.path(), dir.path())?)?;
     assert_eq!(r.code, Some(1), "{}", r.stderr);
-    for hint in ["no AWS credentials found", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI"] {
-        assert!(r.stderr.contains(hint), "missing {hint:?} in:\n{}", r.stderr);
+    for hint in [
+        "no AWS credentials found",
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ] {
+        assert!(
+            r.stderr.contains(hint),
+            "missing {hint:?} in:\n{}",
+            r.stderr
+        );
     }
     assert!(!dir.path().join("token").exists());
     Ok(())
@@ -300,16 +334,46 @@ fn no_credentials_is_actionable() -> Result<()> {
 fn invalid_flags_exit_before_any_work() -> Result<()> {
     let cases: &[(&[(&str, &str)], &str)] = &[
         (&[("RDS_IAM_HOST", "")], "--host (RDS_IAM_HOST)"),
-        (&[("RDS_IAM_HOST", "db:5432")], "--host (RDS_IAM_HOST): contains ':'"),
-        (&[("RDS_IAM_HOST", "db host")], "--host (RDS_IAM_HOST): contains whitespace"),
-        (&[("RDS_IAM_HOST", "db\nhost")], "--host (RDS_IAM_HOST): contains a control character"),
-        (&[("RDS_IAM_USER", "a:b")], "--user (RDS_IAM_USER): contains ':'"),
-        (&[("RDS_IAM_USER", "a\nb")], "--user (RDS_IAM_USER): contains a control character"),
-        (&[("RDS_IAM_PORT", "0")], "--port (RDS_IAM_PORT): 0 is outside 1..65535"),
-        (&[("RDS_IAM_PORT", "70000")], "--port (RDS_IAM_PORT): 70000 is outside 1..65535"),
-        (&[("RDS_IAM_REFRESH_INTERVAL", "20s")], "--interval (RDS_IAM_REFRESH_INTERVAL)"),
-        (&[("RDS_IAM_REFRESH_INTERVAL", "1h")], "--interval (RDS_IAM_REFRESH_INTERVAL)"),
-        (&[("RDS_IAM_REGION", ""), ("RDS_IAM_HOST", "db.internal")], "the AWS region cannot be determined"),
+        (
+            &[("RDS_IAM_HOST", "db:5432")],
+            "--host (RDS_IAM_HOST): contains ':'",
+        ),
+        (
+            &[("RDS_IAM_HOST", "db host")],
+            "--host (RDS_IAM_HOST): contains whitespace",
+        ),
+        (
+            &[("RDS_IAM_HOST", "db\nhost")],
+            "--host (RDS_IAM_HOST): contains a control character",
+        ),
+        (
+            &[("RDS_IAM_USER", "a:b")],
+            "--user (RDS_IAM_USER): contains ':'",
+        ),
+        (
+            &[("RDS_IAM_USER", "a\nb")],
+            "--user (RDS_IAM_USER): contains a control character",
+        ),
+        (
+            &[("RDS_IAM_PORT", "0")],
+            "--port (RDS_IAM_PORT): 0 is outside 1..65535",
+        ),
+        (
+            &[("RDS_IAM_PORT", "70000")],
+            "--port (RDS_IAM_PORT): 70000 is outside 1..65535",
+        ),
+        (
+            &[("RDS_IAM_REFRESH_INTERVAL", "20s")],
+            "--interval (RDS_IAM_REFRESH_INTERVAL)",
+        ),
+        (
+            &[("RDS_IAM_REFRESH_INTERVAL", "1h")],
+            "--interval (RDS_IAM_REFRESH_INTERVAL)",
+        ),
+        (
+            &[("RDS_IAM_REGION", ""), ("RDS_IAM_HOST", "db.internal")],
+            "the AWS region cannot be determined",
+        ),
     ];
     for (env, want) in cases {
         let home = tempfile::tempdir()?;
@@ -317,14 +381,23 @@ fn invalid_flags_exit_before_any_work() -> Result<()> {
         let sts = dir.path().join("never-used");
         let mut cmd = agent(home.path(), dir.path())?;
         // Credentials that would work: nothing must be attempted anyway.
-        cmd.env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE").env("AWS_SECRET_ACCESS_KEY", "x");
+        cmd.env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+            .env("AWS_SECRET_ACCESS_KEY", "x");
         for (k, v) in *env {
             cmd.env(k, v);
         }
         let r = once(&mut cmd)?;
         assert_eq!(r.code, Some(2), "{env:?}: {}", r.stderr);
-        assert!(r.stderr.contains(want), "{env:?}: want {want:?} in {:?}", r.stderr);
-        assert_eq!(fs::read_dir(dir.path())?.count(), 0, "{env:?}: files were written");
+        assert!(
+            r.stderr.contains(want),
+            "{env:?}: want {want:?} in {:?}",
+            r.stderr
+        );
+        assert_eq!(
+            fs::read_dir(dir.path())?.count(),
+            0,
+            "{env:?}: files were written"
+        );
         assert!(!sts.exists());
     }
     Ok(())
@@ -339,7 +412,9 @@ impl Drop for KillOnDrop {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn wait_port(port: u16, timeout: Duration) -> Result<()> {
@@ -360,7 +435,10 @@ fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     let status: u16 = out.get(9..12).context("short response")?.parse()?;
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -390,19 +468,36 @@ fn long_running_agent_serves_health_and_stops_on_sigterm() -> Result<()> {
     assert_eq!(code, 200, "{body}");
     let (code, metrics) = http_get(port, "/metrics")?;
     assert_eq!(code, 200);
-    assert!(metrics.contains("rds_iam_token_refresh_total{result=\"success\"} 1\n"), "{metrics}");
-    assert!(metrics.contains("rds_iam_token_expiry_timestamp_seconds 1"), "{metrics}");
+    assert!(
+        metrics.contains("rds_iam_token_refresh_total{result=\"success\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rds_iam_token_expiry_timestamp_seconds 1"),
+        "{metrics}"
+    );
     psql_connects(dir.path())?;
     // The exec probe passes on these files.
-    let probe = run(agent_command(home.path())?.args(["probe", "--dir"]).arg(dir.path()))?;
+    let probe = run(agent_command(home.path())?
+        .args(["probe", "--dir"])
+        .arg(dir.path()))?;
     assert_eq!(probe.code, Some(0), "{}", probe.stderr);
-    let probe = run(agent_command(home.path())?.args(["probe", "--min-life", "15m1s", "--dir"]).arg(dir.path()))?;
+    let probe = run(agent_command(home.path())?
+        .args(["probe", "--min-life", "15m1s", "--dir"])
+        .arg(dir.path()))?;
     assert_eq!(probe.code, Some(1), "a token never has more than 15m left");
-    assert!(probe.stderr.contains("less than the required 901s"), "{}", probe.stderr);
+    assert!(
+        probe.stderr.contains("less than the required 901s"),
+        "{}",
+        probe.stderr
+    );
 
     let pid = child.0.id().to_string();
     let sent = Instant::now();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status()?.success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()?
+        .success());
     let status = loop {
         if let Some(s) = child.0.try_wait()? {
             break s;
@@ -416,9 +511,17 @@ fn long_running_agent_serves_health_and_stops_on_sigterm() -> Result<()> {
     assert!(status.success(), "{status}");
     assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
     let mut log = String::new();
-    child.0.stderr.take().context("stderr")?.read_to_string(&mut log)?;
+    child
+        .0
+        .stderr
+        .take()
+        .context("stderr")?
+        .read_to_string(&mut log)?;
     let token = fs::read_to_string(dir.path().join("token"))?;
-    assert!(log.contains("token refreshed") && log.contains("received SIGTERM"), "{log}");
+    assert!(
+        log.contains("token refreshed") && log.contains("received SIGTERM"),
+        "{log}"
+    );
     assert_no_secrets_in(&log, &[&token, &c.secret, &c.session_token]);
     Ok(())
 }

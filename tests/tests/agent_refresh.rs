@@ -37,12 +37,26 @@ fn refresh_cycles_never_break_readers_or_logins() -> Result<()> {
     let c = IssuedCreds::random(1200);
     pg.add_key(&c.akid, &c.secret, Some(&c.session_token))?;
     let dir = tempfile::tempdir()?;
-    let spec = TokenSpec { host: HOST.into(), port: pg.port(), user: USER.into(), region: REGION.into() };
-    let provider = SharedCredentialsProvider::new(Credentials::new(&c.akid, &c.secret, Some(c.session_token.clone()), None, "test"));
+    let spec = TokenSpec {
+        host: HOST.into(),
+        port: pg.port(),
+        user: USER.into(),
+        region: REGION.into(),
+    };
+    let provider = SharedCredentialsProvider::new(Credentials::new(
+        &c.akid,
+        &c.secret,
+        Some(c.session_token.clone()),
+        None,
+        "test",
+    ));
     let agent = Agent::new(spec, dir.path().to_owned(), CredentialSource::new(provider));
     let status = agent.status();
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = rt.spawn(async move {
         agent
@@ -68,12 +82,19 @@ fn refresh_cycles_never_break_readers_or_logins() -> Result<()> {
         std::thread::spawn(move || -> Result<()> {
             while !done.load(Ordering::Relaxed) {
                 let line = fs::read_to_string(dir.join("pgpass"))?;
-                let f = pgpass::parse_line(&line).ok_or_else(|| anyhow::anyhow!("partial pgpass: {line:?}"))?;
-                anyhow::ensure!(line.ends_with('\n') && line.lines().count() == 1, "pgpass is not one full line");
+                let f = pgpass::parse_line(&line)
+                    .ok_or_else(|| anyhow::anyhow!("partial pgpass: {line:?}"))?;
+                anyhow::ensure!(
+                    line.ends_with('\n') && line.lines().count() == 1,
+                    "pgpass is not one full line"
+                );
                 anyhow::ensure!(complete(&f[4], &st), "partial password in pgpass");
                 let token = fs::read_to_string(dir.join("token"))?;
                 anyhow::ensure!(complete(&token, &st), "partial token file");
-                distinct.lock().unwrap_or_else(|e| e.into_inner()).insert(token);
+                distinct
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(token);
                 reads.fetch_add(1, Ordering::Relaxed);
             }
             Ok(())
@@ -91,14 +112,22 @@ fn refresh_cycles_never_break_readers_or_logins() -> Result<()> {
         logins += 1;
     }
     done.store(true, Ordering::Relaxed);
-    reader.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
+    reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("reader panicked"))??;
     let _ = stop_tx.send(());
     rt.block_on(task)?;
 
     let refreshes = status.refresh_success.load(Ordering::Relaxed);
     let distinct = distinct.lock().unwrap_or_else(|e| e.into_inner()).len();
-    eprintln!("refreshes={refreshes} logins={logins} reads={} distinct tokens={distinct}", reads.load(Ordering::Relaxed));
-    assert!(refreshes >= 4, "at least three refresh cycles after the first: {refreshes}");
+    eprintln!(
+        "refreshes={refreshes} logins={logins} reads={} distinct tokens={distinct}",
+        reads.load(Ordering::Relaxed)
+    );
+    assert!(
+        refreshes >= 4,
+        "at least three refresh cycles after the first: {refreshes}"
+    );
     assert!(distinct >= 3, "the reader saw the token change: {distinct}");
     assert!(logins >= 10, "{logins}");
     assert!(reads.load(Ordering::Relaxed) > 1000);

@@ -32,18 +32,43 @@ fn example_pod_logs_in_across_refresh_cycles() -> Result<()> {
     let agent = &spec.init_containers.as_ref().context("initContainers")?[0];
     assert_eq!(agent.restart_policy.as_deref(), Some("Always"));
     // 70 is the example pod's runAsUser (manifests/examples/deployment.yaml).
-    assert_eq!(agent.security_context.as_ref().and_then(|s| s.run_as_user), Some(70));
-    let app = spec.containers.iter().find(|c| c.name == "app").context("app")?;
-    let env: Vec<(&str, &str)> = app.env.iter().flatten().map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or(""))).collect();
-    for (k, v) in [("PGPASSFILE", "/var/run/rds-iam/pgpass"), ("PGHOST", "localhost"), ("PGUSER", USER), ("PGSSLMODE", "require")] {
+    assert_eq!(
+        agent.security_context.as_ref().and_then(|s| s.run_as_user),
+        Some(70)
+    );
+    let app = spec
+        .containers
+        .iter()
+        .find(|c| c.name == "app")
+        .context("app")?;
+    let env: Vec<(&str, &str)> = app
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or("")))
+        .collect();
+    for (k, v) in [
+        ("PGPASSFILE", "/var/run/rds-iam/pgpass"),
+        ("PGHOST", "localhost"),
+        ("PGUSER", USER),
+        ("PGSSLMODE", "require"),
+    ] {
         assert!(env.contains(&(k, v)), "{k}={v} missing in {env:?}");
     }
-    assert_eq!(patched["metadata"]["annotations"]["rds-iam/status"], json!("injected"));
+    assert_eq!(
+        patched["metadata"]["annotations"]["rds-iam/status"],
+        json!("injected")
+    );
 
     let kubelet = chain.kubelet()?;
     let run = kubelet.run_pod(&typed, &say)?;
-    run.wait_log("app", Duration::from_secs(60), |l| l.lines().any(|x| x.trim() == USER))?;
-    let vol = run.volume_dir("rds-iam").context("rds-iam volume")?.to_owned();
+    run.wait_log("app", Duration::from_secs(60), |l| {
+        l.lines().any(|x| x.trim() == USER)
+    })?;
+    let vol = run
+        .volume_dir("rds-iam")
+        .context("rds-iam volume")?
+        .to_owned();
 
     // Three refresh cycles: after each new token, a new login works.
     let mut last = fs::read_to_string(vol.join("token"))?;
@@ -55,22 +80,50 @@ fn example_pod_logs_in_across_refresh_cycles() -> Result<()> {
                 last = now;
                 break;
             }
-            anyhow::ensure!(t.elapsed() < Duration::from_secs(90), "no refresh in cycle {cycle}:\n{}", run.logs("rds-iam-tokenagent"));
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(90),
+                "no refresh in cycle {cycle}:\n{}",
+                run.logs("rds-iam-tokenagent")
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
-        let out = run.exec("app", &["psql", "-X", "-A", "-t", "-c", "select current_user"])?;
-        assert!(out.status.success(), "cycle {cycle}: {}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), USER, "cycle {cycle}");
-        say(&format!("refresh cycle {cycle}: psql logged in with the new token"));
+        let out = run.exec(
+            "app",
+            &["psql", "-X", "-A", "-t", "-c", "select current_user"],
+        )?;
+        assert!(
+            out.status.success(),
+            "cycle {cycle}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            USER,
+            "cycle {cycle}"
+        );
+        say(&format!(
+            "refresh cycle {cycle}: psql logged in with the new token"
+        ));
     }
     // The same injected env and files work for the other clients.
-    let extra = vec![("NODE_EXTRA_CA_CERTS".to_owned(), chain.pg.ca_cert().display().to_string())];
+    let extra = vec![(
+        "NODE_EXTRA_CA_CERTS".to_owned(),
+        chain.pg.ca_cert().display().to_string(),
+    )];
     for kind in [Client::Psycopg, Client::Node, Client::Jdbc] {
         let argv = kind.argv()?;
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let out = run.exec_as_root("app", &argv, &extra)?;
-        assert!(out.status.success(), "{kind:?}: {}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), USER, "{kind:?}");
+        assert!(
+            out.status.success(),
+            "{kind:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            USER,
+            "{kind:?}"
+        );
     }
     let agent_log = run.logs("rds-iam-tokenagent");
     assert!(!agent_log.contains(&last), "the token must not be logged");
@@ -91,13 +144,22 @@ fn second_app_container_with_another_uid_is_denied() -> Result<()> {
         let mut second = p["spec"]["containers"][0].clone();
         second["name"] = json!("worker");
         second["securityContext"]["runAsUser"] = json!(1001);
-        p["spec"]["containers"].as_array_mut().expect("containers").push(second);
+        p["spec"]["containers"]
+            .as_array_mut()
+            .expect("containers")
+            .push(second);
     })?;
     let response = chain.review(&admission_review(&pod))?;
     let r = &response["response"];
     assert_eq!(r["allowed"], json!(false), "{response}");
     let msg = r["status"]["message"].as_str().unwrap_or("");
-    assert!(msg.contains("rds-iam/"), "the message names an annotation: {msg}");
-    assert!(msg.contains("1001") && msg.contains("70"), "the message names both UIDs: {msg}");
+    assert!(
+        msg.contains("rds-iam/"),
+        "the message names an annotation: {msg}"
+    );
+    assert!(
+        msg.contains("1001") && msg.contains("70"),
+        "the message names both UIDs: {msg}"
+    );
     Ok(())
 }

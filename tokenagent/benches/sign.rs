@@ -15,7 +15,13 @@ fn bench(c: &mut Criterion) {
         user: "app_user".into(),
         region: "us-east-1".into(),
     };
-    let plain = Credentials::new("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", None, None, "bench");
+    let plain = Credentials::new(
+        "AKIAIOSFODNN7EXAMPLE",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        None,
+        None,
+        "bench",
+    );
     let session = Credentials::new(
         "ASIAIOSFODNN7EXAMPLE",
         "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
@@ -31,7 +37,8 @@ fn bench(c: &mut Criterion) {
     });
     c.bench_function("sign_token_and_pgpass_line", |b| {
         b.iter(|| {
-            let t = sign_token(black_box(&spec), black_box(&session), SystemTime::now()).expect("sign");
+            let t =
+                sign_token(black_box(&spec), black_box(&session), SystemTime::now()).expect("sign");
             pgpass::line(&spec.host, spec.port, &spec.user, t.expose()).expect("line")
         })
     });

@@ -15,8 +15,13 @@ pub async fn build_agent(cfg: &AgentConfig) -> Result<Agent, std::io::Error> {
     // Temporary files of a killed agent; never the real files.
     match crate::files::remove_stale_temps(&cfg.dir) {
         Ok(0) => {}
-        Ok(n) => tracing::info!(removed = n, "removed temporary files left by a killed agent"),
-        Err(e) => tracing::warn!(error = %e, dir = %cfg.dir.display(), "cannot clean up temporary files"),
+        Ok(n) => tracing::info!(
+            removed = n,
+            "removed temporary files left by a killed agent"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %cfg.dir.display(), "cannot clean up temporary files")
+        }
     }
     let creds = CredentialSource::default_chain(&cfg.spec.region).await;
     Ok(Agent::new(cfg.spec.clone(), cfg.dir.clone(), creds))

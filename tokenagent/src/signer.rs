@@ -165,12 +165,23 @@ mod tests {
     fn host_case_does_not_change_the_signature() {
         let creds = Credentials::new("akid", "secret", None, None, "test");
         let t = |host: &str| {
-            let spec = TokenSpec { host: host.into(), port: 5432, user: "u".into(), region: "us-east-1".into() };
-            sign_token(&spec, &creds, UNIX_EPOCH).unwrap().expose().to_owned()
+            let spec = TokenSpec {
+                host: host.into(),
+                port: 5432,
+                user: "u".into(),
+                region: "us-east-1".into(),
+            };
+            sign_token(&spec, &creds, UNIX_EPOCH)
+                .unwrap()
+                .expose()
+                .to_owned()
         };
         let (upper, lower) = (t("DB.Example.com"), t("db.example.com"));
         assert!(upper.starts_with("DB.Example.com:5432/"), "{upper}");
-        assert_eq!(upper.rsplit_once("Signature=").unwrap().1, lower.rsplit_once("Signature=").unwrap().1);
+        assert_eq!(
+            upper.rsplit_once("Signature=").unwrap().1,
+            lower.rsplit_once("Signature=").unwrap().1
+        );
     }
 
     #[test]

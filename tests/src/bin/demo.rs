@@ -42,24 +42,46 @@ fn demo() -> Result<()> {
         pod["metadata"]["namespace"].as_str().unwrap_or("")
     ));
     let response = chain.review(&admission_review(&pod))?;
-    anyhow::ensure!(response["response"]["patch"].is_string(), "the webhook returned no patch: {response}");
+    anyhow::ensure!(
+        response["response"]["patch"].is_string(),
+        "the webhook returned no patch: {response}"
+    );
     let (_, typed) = apply_response(&pod, &response)?;
     let spec = typed.spec.as_ref().context("spec")?;
-    let inits: Vec<String> = spec.init_containers.iter().flatten().map(|c| c.name.clone()).collect();
-    say(&format!("  the webhook patched the pod: init containers {inits:?}, volumes {:?}",
-        spec.volumes.iter().flatten().map(|v| v.name.clone()).collect::<Vec<_>>()));
-    for w in response["response"]["warnings"].as_array().into_iter().flatten() {
+    let inits: Vec<String> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.clone())
+        .collect();
+    say(&format!(
+        "  the webhook patched the pod: init containers {inits:?}, volumes {:?}",
+        spec.volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.clone())
+            .collect::<Vec<_>>()
+    ));
+    for w in response["response"]["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         say(&format!("  admission warning: {w}"));
     }
     say("== 6. running the patched pod with the test kubelet");
     let kubelet = chain.kubelet()?;
     let run = kubelet.run_pod(&typed, &|s| say(&format!("  kubelet: {s}")))?;
     say("== 7. the app container runs stock psql with no password anywhere");
-    let log = run.wait_log("app", Duration::from_secs(60), |l| l.lines().any(|x| x.trim() == USER))?;
+    let log = run.wait_log("app", Duration::from_secs(60), |l| {
+        l.lines().any(|x| x.trim() == USER)
+    })?;
     for line in log.lines() {
         say(&format!("  app | {line}"));
     }
-    say(&format!("  psql logged in as {USER} with an IAM token from the agent's pgpass"));
+    say(&format!(
+        "  psql logged in as {USER} with an IAM token from the agent's pgpass"
+    ));
     let statuses = run.stop()?;
     for (name, st) in statuses {
         say(&format!("  stopped {name}: {st}"));
