@@ -1,0 +1,390 @@
+//! Command line: clap definitions, their conversion into the library's
+//! configuration types, and the subcommands' entry points.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::certs_cmd::{self, CertsOptions};
+use crate::config::{AgentConfig, AgentResources, ConfigError, SidecarMode, DEFAULT_AGENT_IMAGE};
+use crate::inject_cmd;
+use crate::server::{self, ServeOptions};
+use crate::tls;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rds-iam-webhook",
+    version,
+    about = "Injects the RDS IAM token agent into annotated pods"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the admission webhook over HTTPS.
+    Serve(ServeArgs),
+    /// Inject the agent into the pod templates of YAML manifests and print them.
+    Inject(InjectArgs),
+    /// Generate a CA, a serving certificate and a kustomization that installs them.
+    Certs(CertsArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Settings of the injected agent (shared by `serve` and `inject`).
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// Image of the token agent.
+    #[arg(long, env = "RDS_IAM_WEBHOOK_AGENT_IMAGE", default_value = DEFAULT_AGENT_IMAGE)]
+    pub agent_image: String,
+    /// Where the agent goes (a pod can override it with rds-iam/sidecar).
+    #[arg(long, env = "RDS_IAM_WEBHOOK_SIDECAR_MODE", value_enum, default_value_t = SidecarMode::Native)]
+    pub sidecar_mode: SidecarMode,
+    /// Region used when neither the annotation, the host name nor the containers' env tell it.
+    #[arg(long, env = "RDS_IAM_WEBHOOK_DEFAULT_REGION")]
+    pub default_region: Option<String>,
+    /// UID of the agent when no target container has a runAsUser (the pod gets a warning).
+    #[arg(long, env = "RDS_IAM_WEBHOOK_DEFAULT_AGENT_UID", default_value_t = crate::config::DEFAULT_AGENT_UID)]
+    pub default_agent_uid: i64,
+    /// CPU request of the agent ("" to leave it out).
+    #[arg(long, env = "RDS_IAM_WEBHOOK_AGENT_CPU_REQUEST", default_value = "10m")]
+    pub agent_cpu_request: String,
+    /// Memory request of the agent ("" to leave it out).
+    #[arg(
+        long,
+        env = "RDS_IAM_WEBHOOK_AGENT_MEMORY_REQUEST",
+        default_value = "16Mi"
+    )]
+    pub agent_memory_request: String,
+    /// CPU limit of the agent ("" to leave it out).
+    #[arg(long, env = "RDS_IAM_WEBHOOK_AGENT_CPU_LIMIT", default_value = "100m")]
+    pub agent_cpu_limit: String,
+    /// Memory limit of the agent ("" to leave it out).
+    #[arg(
+        long,
+        env = "RDS_IAM_WEBHOOK_AGENT_MEMORY_LIMIT",
+        default_value = "64Mi"
+    )]
+    pub agent_memory_limit: String,
+}
+
+impl AgentArgs {
+    pub fn into_config(self) -> Result<AgentConfig, ConfigError> {
+        let Self {
+            agent_image,
+            sidecar_mode,
+            default_region,
+            default_agent_uid,
+            agent_cpu_request,
+            agent_memory_request,
+            agent_cpu_limit,
+            agent_memory_limit,
+        } = self;
+        let opt = |s: String| {
+            let s = s.trim().to_owned();
+            (!s.is_empty()).then_some(s)
+        };
+        let config = AgentConfig {
+            image: agent_image,
+            sidecar_mode,
+            default_region: default_region.and_then(opt),
+            default_agent_uid,
+            resources: AgentResources {
+                cpu_request: opt(agent_cpu_request),
+                memory_request: opt(agent_memory_request),
+                cpu_limit: opt(agent_cpu_limit),
+                memory_limit: opt(agent_memory_limit),
+            },
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// HTTPS address for /mutate, /healthz and /readyz.
+    #[arg(long, env = "RDS_IAM_WEBHOOK_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// PEM certificate (chain). Its directory is watched; changes are reloaded.
+    #[arg(
+        long,
+        env = "RDS_IAM_WEBHOOK_TLS_CERT",
+        default_value = "/etc/rds-iam-webhook/tls/tls.crt"
+    )]
+    pub tls_cert: PathBuf,
+    /// PEM private key matching --tls-cert.
+    #[arg(
+        long,
+        env = "RDS_IAM_WEBHOOK_TLS_KEY",
+        default_value = "/etc/rds-iam-webhook/tls/tls.key"
+    )]
+    pub tls_key: PathBuf,
+    /// Plain-HTTP address for GET /metrics.
+    #[arg(
+        long,
+        env = "RDS_IAM_WEBHOOK_METRICS_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub metrics_listen: SocketAddr,
+    /// Log format on stdout.
+    #[arg(long, env = "RDS_IAM_WEBHOOK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+    /// How long SIGTERM waits for in-flight reviews before closing connections.
+    #[arg(long, env = "RDS_IAM_WEBHOOK_DRAIN_TIMEOUT", default_value = "20s", value_parser = humantime_duration)]
+    pub drain_timeout: Duration,
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
+
+fn humantime_duration(s: &str) -> Result<Duration, String> {
+    rds_iam_common::parse_duration(s).map_err(|e| e.to_string())
+}
+
+impl ServeArgs {
+    /// Splits into the listen addresses, the log format and the server options.
+    pub fn into_parts(
+        self,
+    ) -> Result<(SocketAddr, SocketAddr, LogFormat, ServeOptions), ConfigError> {
+        let Self {
+            listen,
+            tls_cert,
+            tls_key,
+            metrics_listen,
+            log_format,
+            drain_timeout,
+            agent,
+        } = self;
+        let opts = ServeOptions {
+            tls_cert,
+            tls_key,
+            agent: agent.into_config()?,
+            drain_timeout,
+            reload_debounce: tls::DEFAULT_DEBOUNCE,
+        };
+        Ok((listen, metrics_listen, log_format, opts))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InjectArgs {
+    /// YAML file to inject, or - for standard input.
+    #[arg(short = 'f', long = "file", visible_alias = "filename")]
+    pub file: String,
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CertsArgs {
+    /// Directory to write into (created if missing).
+    #[arg(long, default_value = "certs/out")]
+    pub out: PathBuf,
+    /// Name of the webhook's Service (sets the certificate's DNS names).
+    #[arg(long, default_value = "rds-iam-webhook")]
+    pub service: String,
+    /// Namespace of the webhook's Service.
+    #[arg(long, default_value = "rds-iam-system")]
+    pub namespace: String,
+    /// Validity in days; re-run before it ends to rotate.
+    #[arg(long, default_value_t = 90)]
+    pub days: u32,
+    /// The kustomize base to install with the Secret, relative to --out.
+    #[arg(long, default_value = "../../manifests")]
+    pub base: String,
+}
+
+impl CertsArgs {
+    pub fn into_options(self) -> CertsOptions {
+        let Self {
+            out,
+            service,
+            namespace,
+            days,
+            base,
+        } = self;
+        CertsOptions {
+            out,
+            service,
+            namespace,
+            days,
+            base,
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, to_stderr: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match (format, to_stderr) {
+        (LogFormat::Json, false) => builder.json().flatten_event(true).try_init(),
+        (LogFormat::Json, true) => builder
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .try_init(),
+        (LogFormat::Text, false) => builder.try_init(),
+        (LogFormat::Text, true) => builder.with_writer(std::io::stderr).try_init(),
+    };
+}
+
+/// Runs the parsed command line; the exit code says how it went.
+pub fn main(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Inject(args) => inject(args),
+        Command::Certs(args) => certs(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rds-iam-webhook: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let (listen, metrics_listen, log_format, opts) = args.into_parts()?;
+    init_logging(log_format, false);
+    let https =
+        std::net::TcpListener::bind(listen).with_context(|| format!("--listen {listen}"))?;
+    let metrics = std::net::TcpListener::bind(metrics_listen)
+        .with_context(|| format!("--metrics-listen {metrics_listen}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = shutdown_signal()?;
+        server::run(https, metrics, opts, shutdown).await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGTERM (what the kubelet sends) or SIGINT.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    })
+}
+
+fn inject(args: InjectArgs) -> anyhow::Result<ExitCode> {
+    let InjectArgs { file, agent } = args;
+    let config = agent.into_config()?;
+    let input = if file == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("cannot read standard input")?;
+        s
+    } else {
+        std::fs::read_to_string(&file).with_context(|| format!("-f {file}"))?
+    };
+    let report = inject_cmd::inject_yaml(&input, &config)?;
+    for note in &report.notes {
+        eprintln!("rds-iam-webhook inject: {note}");
+    }
+    if !report.denials.is_empty() {
+        for d in &report.denials {
+            eprintln!("rds-iam-webhook inject: denied: {d}");
+        }
+        eprintln!(
+            "rds-iam-webhook inject: {} workload(s) denied; nothing printed",
+            report.denials.len()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    print!("{}", report.output);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn certs(args: CertsArgs) -> anyhow::Result<ExitCode> {
+    let opts = args.into_options();
+    let generated = certs_cmd::generate(&opts, time::OffsetDateTime::now_utc())?;
+    for f in &generated.files {
+        println!("wrote {}", f.display());
+    }
+    let end = generated.not_after;
+    println!(
+        "certificate for {} valid until {} {:02}:{:02} UTC; re-run this command before then to rotate",
+        generated.dns_names.join(", "),
+        end.date(),
+        end.hour(),
+        end.minute()
+    );
+    println!(
+        "install or rotate with: kubectl apply -k {}",
+        opts.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_serve_flag_has_an_env_twin() {
+        let cmd = Cli::command();
+        let serve = cmd.find_subcommand("serve").unwrap();
+        for arg in serve.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            let want = format!("RDS_IAM_WEBHOOK_{}", id.to_uppercase());
+            assert_eq!(env.as_deref(), Some(want.as_str()), "flag --{id}");
+        }
+    }
+
+    #[test]
+    fn empty_resource_flag_leaves_it_out() {
+        let cli = Cli::try_parse_from([
+            "rds-iam-webhook",
+            "inject",
+            "-f",
+            "-",
+            "--agent-cpu-limit",
+            "",
+            "--sidecar-mode",
+            "classic",
+        ])
+        .unwrap();
+        let Command::Inject(args) = cli.command else {
+            panic!("not inject")
+        };
+        let cfg = args.agent.into_config().unwrap();
+        assert_eq!(cfg.resources.cpu_limit, None);
+        assert_eq!(cfg.resources.cpu_request.as_deref(), Some("10m"));
+        assert_eq!(cfg.sidecar_mode, SidecarMode::Classic);
+    }
+}

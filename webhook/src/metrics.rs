@@ -1,0 +1,183 @@
+//! Prometheus metrics, served as text on `--metrics-listen`.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::review::ReviewResult;
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum ResultValue {
+    patched,
+    allowed_unchanged,
+    denied,
+    invalid,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: ResultValue,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum ReloadValue {
+    ok,
+    error,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: ReloadValue,
+}
+
+/// Latency buckets, in seconds: 50 µs .. 1 s.
+const BUCKETS: [f64; 12] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0,
+];
+
+/// Every metric of the webhook. Cheap to update from many threads.
+pub struct Metrics {
+    registry: Registry,
+    /// patched, allowed_unchanged, denied, invalid.
+    reviews: [Counter; 4],
+    latency: Histogram,
+    /// ok, error.
+    cert_reloads: [Counter; 2],
+    cert_expiry: Gauge,
+    cert_expiring_soon: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("rds_iam_webhook");
+        let reviews = Family::<ResultLabels, Counter>::default();
+        // Every result shows up as 0 before the first review; the counters
+        // are kept so the hot path skips the family's lock.
+        let review_counters = [
+            ResultValue::patched,
+            ResultValue::allowed_unchanged,
+            ResultValue::denied,
+            ResultValue::invalid,
+        ]
+        .map(|result| reviews.get_or_create(&ResultLabels { result }).clone());
+        registry.register(
+            "reviews",
+            "Admission reviews answered, by result",
+            reviews.clone(),
+        );
+        let latency = Histogram::new(BUCKETS);
+        registry.register(
+            "review_duration_seconds",
+            "Time to answer one admission review, body read to response built",
+            latency.clone(),
+        );
+        let cert_reloads = Family::<ReloadLabels, Counter>::default();
+        let reload_counters = [ReloadValue::ok, ReloadValue::error]
+            .map(|result| cert_reloads.get_or_create(&ReloadLabels { result }).clone());
+        registry.register(
+            "cert_reloads",
+            "Serving certificate reloads after a file change, by result (error keeps the old pair)",
+            cert_reloads.clone(),
+        );
+        let cert_expiry = Gauge::default();
+        registry.register(
+            "cert_expiry_timestamp_seconds",
+            "notAfter of the serving certificate in use, as a Unix timestamp",
+            cert_expiry.clone(),
+        );
+        let cert_expiring_soon = Gauge::default();
+        registry.register(
+            "cert_expiring_soon",
+            "1 when the serving certificate in use expires within 7 days",
+            cert_expiring_soon.clone(),
+        );
+        Self {
+            registry,
+            reviews: review_counters,
+            latency,
+            cert_reloads: reload_counters,
+            cert_expiry,
+            cert_expiring_soon,
+        }
+    }
+
+    pub fn observe_review(&self, result: ReviewResult, elapsed: Duration) {
+        let i = match result {
+            ReviewResult::Patched => 0,
+            ReviewResult::AllowedUnchanged => 1,
+            ReviewResult::Denied => 2,
+            ReviewResult::Invalid => 3,
+        };
+        self.reviews[i].inc();
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn cert_reloaded(&self, ok: bool) {
+        self.cert_reloads[usize::from(!ok)].inc();
+    }
+
+    /// Records the expiry of the certificate now in use.
+    pub fn set_cert_expiry(&self, not_after_unix: i64, expiring_soon: bool) {
+        self.cert_expiry.set(not_after_unix);
+        self.cert_expiring_soon.set(i64::from(expiring_soon));
+    }
+
+    /// The OpenMetrics text exposition (Prometheus reads it).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Content type of [`Metrics::encode`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_show_up_in_text() {
+        let m = Metrics::new();
+        let text = m.encode();
+        assert!(
+            text.contains("rds_iam_webhook_reviews_total{result=\"denied\"} 0"),
+            "{text}"
+        );
+        m.observe_review(ReviewResult::Patched, Duration::from_micros(70));
+        m.observe_review(ReviewResult::Patched, Duration::from_micros(70));
+        m.observe_review(ReviewResult::Invalid, Duration::from_micros(10));
+        m.cert_reloaded(false);
+        m.set_cert_expiry(1_900_000_000, true);
+        let text = m.encode();
+        for want in [
+            "rds_iam_webhook_reviews_total{result=\"patched\"} 2",
+            "rds_iam_webhook_reviews_total{result=\"invalid\"} 1",
+            "rds_iam_webhook_review_duration_seconds_count 3",
+            "rds_iam_webhook_review_duration_seconds_bucket{le=\"0.0001\"} 3",
+            "rds_iam_webhook_review_duration_seconds_bucket{le=\"0.00005\"} 1",
+            "rds_iam_webhook_cert_reloads_total{result=\"error\"} 1",
+            "rds_iam_webhook_cert_reloads_total{result=\"ok\"} 0",
+            "rds_iam_webhook_cert_expiry_timestamp_seconds 1900000000",
+            "rds_iam_webhook_cert_expiring_soon 1",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! AdmissionReview in, AdmissionReview out: the body of `POST /mutate`,
+//! independent of HTTP so it can be benchmarked and fuzzed directly.
+
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::Pod;
+use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube_core::{DynamicObject, Status};
+
+use crate::config::AgentConfig;
+use crate::mutate::{mutate, Mutation, Unchanged};
+
+/// What the webhook answered (the `result` label of the reviews metric).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReviewResult {
+    Patched,
+    AllowedUnchanged,
+    Denied,
+    Invalid,
+}
+
+impl ReviewResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Patched => "patched",
+            Self::AllowedUnchanged => "allowed_unchanged",
+            Self::Denied => "denied",
+            Self::Invalid => "invalid",
+        }
+    }
+}
+
+/// A readable review and the answer to it.
+#[derive(Debug)]
+pub struct Reviewed {
+    pub response: AdmissionReview<DynamicObject>,
+    pub result: ReviewResult,
+    pub uid: String,
+    pub namespace: String,
+    /// The pod's name, or its generateName (pods of a Deployment have no name yet).
+    pub pod: String,
+    pub dry_run: bool,
+    /// Why: the denial message, or why the pod is left unchanged, or the mode.
+    pub detail: String,
+}
+
+/// The body is not an AdmissionReview we can answer (HTTP 400).
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidReview {
+    #[error("body is not an AdmissionReview: {0}")]
+    Parse(serde_json::Error),
+    #[error("body is an AdmissionReview of kind {kind:?}, apiVersion {api_version:?}; expected kind AdmissionReview, apiVersion admission.k8s.io/v1")]
+    WrongType { kind: String, api_version: String },
+    #[error("AdmissionReview has no request")]
+    NoRequest,
+    #[error("AdmissionReview request for a Pod CREATE has no object")]
+    NoObject,
+    #[error("cannot serialize the response: {0}")]
+    Serialize(String),
+}
+
+/// Answers one AdmissionReview.
+pub fn review(body: &[u8], cfg: &AgentConfig) -> Result<Reviewed, InvalidReview> {
+    // Fast path: a Pod review parses straight into typed Pods.
+    match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
+        Ok(review) => review_pod(review, cfg),
+        Err(pod_err) => {
+            // Anything else (another kind, which the webhook configuration
+            // never sends) is allowed unchanged if it is a readable review.
+            let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
+                Ok(r) => r,
+                Err(_) => return Err(InvalidReview::Parse(pod_err)),
+            };
+            check_types(&review.types)?;
+            let req: AdmissionRequest<DynamicObject> =
+                review.try_into().map_err(|_| InvalidReview::NoRequest)?;
+            if is_pod(&req) {
+                // A Pod whose object is not a Pod: report the Pod parse error.
+                return Err(InvalidReview::Parse(pod_err));
+            }
+            let meta = req.object.as_ref().map(|o| &o.metadata);
+            let pod = meta
+                .and_then(|m| m.name.clone().or_else(|| m.generate_name.clone()))
+                .unwrap_or_default();
+            Ok(Reviewed {
+                response: AdmissionResponse::from(&req).into_review(),
+                result: ReviewResult::AllowedUnchanged,
+                uid: req.uid.clone(),
+                namespace: req.namespace.clone().unwrap_or_default(),
+                pod,
+                dry_run: req.dry_run,
+                detail: format!("kind {} is not a Pod", req.kind.kind),
+            })
+        }
+    }
+}
+
+fn check_types(types: &kube_core::TypeMeta) -> Result<(), InvalidReview> {
+    if types.kind != "AdmissionReview" || types.api_version != "admission.k8s.io/v1" {
+        return Err(InvalidReview::WrongType {
+            kind: types.kind.clone(),
+            api_version: types.api_version.clone(),
+        });
+    }
+    Ok(())
+}
+
+fn is_pod<T: kube_core::Resource>(req: &AdmissionRequest<T>) -> bool {
+    req.kind.group.is_empty() && req.kind.kind == "Pod"
+}
+
+fn review_pod(review: AdmissionReview<Pod>, cfg: &AgentConfig) -> Result<Reviewed, InvalidReview> {
+    check_types(&review.types)?;
+    let req: AdmissionRequest<Pod> = review.try_into().map_err(|_| InvalidReview::NoRequest)?;
+    let response = AdmissionResponse::from(&req);
+    let meta = req.object.as_ref().map(|o| &o.metadata);
+    let mut out = Reviewed {
+        response: AdmissionReview {
+            types: Default::default(),
+            request: None,
+            response: None,
+        },
+        result: ReviewResult::AllowedUnchanged,
+        uid: req.uid.clone(),
+        namespace: req
+            .namespace
+            .clone()
+            .or_else(|| meta.and_then(|m| m.namespace.clone()))
+            .unwrap_or_default(),
+        pod: meta
+            .and_then(|m| m.name.clone().or_else(|| m.generate_name.clone()))
+            .unwrap_or_default(),
+        dry_run: req.dry_run,
+        detail: String::new(),
+    };
+
+    let skip = if !is_pod(&req) {
+        Some(format!("kind {} is not a Pod", req.kind.kind))
+    } else if req.sub_resource.is_some() {
+        Some("subresource request".to_owned())
+    } else if !matches!(req.operation, Operation::Create) {
+        Some(format!("operation {:?} is not CREATE", req.operation))
+    } else {
+        None
+    };
+    if let Some(why) = skip {
+        out.detail = why;
+        out.response = response.into_review();
+        return Ok(out);
+    }
+    let pod = req.object.as_ref().ok_or(InvalidReview::NoObject)?;
+
+    let response = match mutate(pod, cfg) {
+        Ok(Mutation::Unchanged(why)) => {
+            out.detail = why.as_str().to_owned();
+            debug_assert!(matches!(
+                why,
+                Unchanged::NotOptedIn | Unchanged::AlreadyInjected
+            ));
+            response
+        }
+        Ok(Mutation::Inject(injection)) => {
+            out.result = ReviewResult::Patched;
+            out.detail = format!(
+                "mode {}, targets {}, uid {}, region {}",
+                injection.mode,
+                injection.targets.join(","),
+                injection.agent_uid,
+                injection.region
+            );
+            let mut response = response
+                .with_patch(injection.patch)
+                .map_err(|e| InvalidReview::Serialize(e.to_string()))?;
+            if !injection.warnings.is_empty() {
+                response.warnings = Some(injection.warnings);
+            }
+            response
+        }
+        Err(denial) => {
+            out.result = ReviewResult::Denied;
+            let message = denial.to_string();
+            out.detail.clone_from(&message);
+            let mut response = response.deny(&message);
+            response.result = Status::failure(&message, "Forbidden").with_code(403);
+            response
+        }
+    };
+    out.response = response.into_review();
+    Ok(out)
+}
+
+/// Serializes the answer for the wire.
+///
+/// kube-core serializes `AdmissionResponse::patch` (a `Vec<u8>`) as a JSON
+/// array of numbers (kube-rs/kube#1781), but the API server reads the
+/// `[]byte` field as a base64 string and would reject every patched pod. So
+/// the patch, and only the patch, is re-encoded here.
+pub fn to_json(reviewed: &Reviewed) -> Result<Vec<u8>, InvalidReview> {
+    let ser = |e: serde_json::Error| InvalidReview::Serialize(e.to_string());
+    let patch = reviewed
+        .response
+        .response
+        .as_ref()
+        .and_then(|r| r.patch.as_deref());
+    let Some(patch) = patch else {
+        return serde_json::to_vec(&reviewed.response).map_err(ser);
+    };
+    let mut value = serde_json::to_value(&reviewed.response).map_err(ser)?;
+    value["response"]["patch"] =
+        serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
+    serde_json::to_vec(&value).map_err(ser)
+}
