@@ -8,7 +8,10 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use k8s_openapi::api::core::v1::Pod;
+use kube_core::admission::AdmissionReview;
 use rds_iam_webhook::config::AgentConfig;
+use rds_iam_webhook::mutate::mutate;
 use rds_iam_webhook::review::{review, to_json, ReviewResult};
 
 // Same allocator as the rds-iam-webhook binary.
@@ -43,6 +46,29 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // Where the time goes, for deployment-pod.json.
+    let body = fixture("deployment-pod.json");
+    let mut parts = c.benchmark_group("parts");
+    parts.bench_function("parse AdmissionReview<Pod>", |b| {
+        b.iter(|| {
+            let r: AdmissionReview<Pod> = serde_json::from_slice(black_box(&body)).unwrap();
+            black_box(r)
+        })
+    });
+    let review_struct: AdmissionReview<Pod> = serde_json::from_slice(&body).unwrap();
+    let pod = review_struct.request.unwrap().object.unwrap();
+    parts.bench_function("mutate", |b| {
+        b.iter(|| black_box(mutate(black_box(&pod), &cfg).unwrap()))
+    });
+    parts.bench_function("review (no serialization)", |b| {
+        b.iter(|| black_box(review(black_box(&body), &cfg).unwrap()))
+    });
+    let reviewed = review(&body, &cfg).unwrap();
+    parts.bench_function("serialize response", |b| {
+        b.iter(|| black_box(to_json(black_box(&reviewed)).unwrap()))
+    });
+    parts.finish();
 }
 
 criterion_group!(benches, bench);

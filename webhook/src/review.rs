@@ -196,16 +196,29 @@ fn review_pod(review: AdmissionReview<Pod>, cfg: &AgentConfig) -> Result<Reviewe
 /// the patch, and only the patch, is re-encoded here.
 pub fn to_json(reviewed: &Reviewed) -> Result<Vec<u8>, InvalidReview> {
     let ser = |e: serde_json::Error| InvalidReview::Serialize(e.to_string());
-    let patch = reviewed
-        .response
+    let review = &reviewed.response;
+    let Some((response, patch)) = review
         .response
         .as_ref()
-        .and_then(|r| r.patch.as_deref());
-    let Some(patch) = patch else {
-        return serde_json::to_vec(&reviewed.response).map_err(ser);
+        .and_then(|r| r.patch.as_deref().map(|p| (r, p)))
+    else {
+        return serde_json::to_vec(review).map_err(ser);
     };
-    let mut value = serde_json::to_value(&reviewed.response).map_err(ser)?;
+    // Everything but the patch goes through kube-core's own Serialize; the
+    // response without its patch is small, so the detour through a Value is
+    // cheap (serializing the byte array instead would cost more than the
+    // whole mutation).
+    let mut without_patch = response.clone();
+    without_patch.patch = None;
+    let mut value = serde_json::to_value(AdmissionReview::<DynamicObject> {
+        types: review.types.clone(),
+        request: None,
+        response: Some(without_patch),
+    })
+    .map_err(ser)?;
     value["response"]["patch"] =
         serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
-    serde_json::to_vec(&value).map_err(ser)
+    let mut out = Vec::with_capacity(512 + patch.len() * 4 / 3);
+    serde_json::to_writer(&mut out, &value).map_err(ser)?;
+    Ok(out)
 }
