@@ -13,7 +13,9 @@ use rds_iam_e2e::pgrds::repo_root;
 #[test]
 fn certs_output_renders_and_validates() -> Result<()> {
     // kustomize only accepts a relative --base, so work inside the repository.
-    let tmp = tempfile::Builder::new().prefix(".tmp-certs-").tempdir_in(repo_root().join("certs"))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-certs-")
+        .tempdir_in(repo_root().join("certs"))?;
     let out = tmp.path().join("out");
     let st = Command::new(workspace_bin("rds-iam-webhook")?)
         .args(["certs", "--base", "../../../manifests", "--out"])
@@ -27,7 +29,11 @@ fn certs_output_renders_and_validates() -> Result<()> {
         .arg(&out)
         .current_dir(repo_root())
         .output()?;
-    let text = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
     assert!(run.status.success(), "{text}");
     for want in ["Secret", "MutatingWebhookConfiguration", "Deployment"] {
         assert!(text.contains(want), "no line for {want}:\n{text}");
