@@ -348,4 +348,47 @@ mod tests {
             .to_string()
             .contains("--min-life"));
     }
+
+    fn cases(base: u32) -> u32 {
+        std::env::var("RDS_IAM_FUZZ_SCALE")
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok())
+            .unwrap_or(1)
+            .max(1)
+            * base
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(cases(3000)))]
+        /// The flag parser never panics, and whatever it accepts can never
+        /// put a line break or a ':' into the pgpass host or user fields.
+        #[test]
+        fn flag_parser_fuzz(
+            host in "\\PC{0,30}|[a-z0-9.:\n -]{0,30}",
+            user in "\\PC{0,30}|[a-z0-9:\n\\ ]{0,20}",
+            port in "\\PC{0,8}|[0-9]{0,6}",
+            interval in "\\PC{0,8}|[0-9]{1,3}[smh]",
+            region in proptest::option::of("\\PC{0,12}|[a-z]{2}-[a-z]{4,7}-[0-9]"),
+        ) {
+            let args = RunArgs {
+                host: Some(host),
+                port,
+                user: Some(user),
+                region,
+                dir: "/tmp/x".into(),
+                interval,
+                once: false,
+                health_addr: "off".into(),
+                log_format: "json".into(),
+            };
+            if let Ok(c) = args.into_config(|_| None) {
+                proptest::prop_assert!(!c.spec.host.contains(['\n', '\r', ':']));
+                proptest::prop_assert!(!c.spec.user.contains(['\n', '\r', ':']));
+                proptest::prop_assert!(c.spec.port >= 1);
+                proptest::prop_assert!(c.interval >= Duration::from_secs(60) && c.interval <= Duration::from_secs(840));
+                let line = crate::pgpass::line(&c.spec.host, c.spec.port, &c.spec.user, "t").expect("valid");
+                proptest::prop_assert_eq!(line.lines().count(), 1);
+            }
+        }
+    }
 }
