@@ -4,7 +4,7 @@
 #
 #   bash webhook/benches/load.sh [SECONDS]        # default 30 s per run
 #
-# Runs: (1) about 2,000 reviews/s (21 connections, each pausing 10 ms between requests),
+# Runs: (1) about 2,000 reviews/s (23 connections, each pausing 10 ms between requests),
 #       (2) saturation (1 wrk thread, 32 connections, no pause).
 # The webhook logs JSON to /dev/null as in production (one line per review).
 set -euo pipefail
@@ -37,9 +37,14 @@ run() {
   kill "$sampler" 2>/dev/null || true
   peak=$(sort -n "$TMP/rss.$label" | tail -1)
   echo "$label: peak VmRSS during run $((peak / 1024)) MiB; after: $(rss)"
+  # Server-side handler time (body read to response built), cumulative since start.
+  curl -s "http://127.0.0.1:$MPORT/metrics" | awk -F'[{}" ]+' '
+    /^rds_iam_webhook_review_duration_seconds_bucket/ {b[$3] = $4; order[n++] = $3}
+    /^rds_iam_webhook_review_duration_seconds_count/ {total = $2}
+    END {printf "handler time (cumulative):"; for (i = 0; i < n; i++) if (order[i] + 0 <= 0.001) printf " <=%gs %.1f%%", order[i], 100 * b[order[i]] / total; print ""}'
 }
 echo "== about 2,000 reviews/s for ${SECS}s"
-DELAY_MS=10 run rated wrk -t1 -c21 -d"${SECS}s" -s webhook/benches/wrk-mutate.lua
+DELAY_MS=10 run rated wrk -t1 -c23 -d"${SECS}s" -s webhook/benches/wrk-mutate.lua
 echo "== saturation for ${SECS}s"
 run saturation wrk -t1 -c32 -d"${SECS}s" -s webhook/benches/wrk-mutate.lua
 echo "== webhook counters"

@@ -427,3 +427,75 @@ async fn startup_fails_clearly_on_a_bad_certificate() {
         "{err}"
     );
 }
+
+#[test]
+fn the_binary_warns_about_expiry_and_stops_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let out = Command::new(env!("CARGO_BIN_EXE_rds-iam-webhook"))
+        .args([
+            "certs",
+            "--out",
+            certs.to_str().unwrap(),
+            "--base",
+            ".",
+            "--days",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rds-iam-webhook"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--tls-cert")
+        .arg(certs.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(certs.join("tls.key"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let serving = line.contains("rds-iam-webhook serving");
+        seen.push(line);
+        if serving {
+            break;
+        }
+    }
+    let last = seen.last().cloned().unwrap_or_default();
+    let log: serde_json::Value =
+        serde_json::from_str(&last).unwrap_or_else(|e| panic!("{e}: {seen:?}"));
+    assert!(
+        log["https_addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{log}"
+    );
+
+    let kill = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status}: {rest:?}");
+    let text = rest.join("\n");
+    for want in ["SIGTERM received", "draining", "rds-iam-webhook stopped"] {
+        assert!(text.contains(want), "no {want:?} in {text}");
+    }
+}
