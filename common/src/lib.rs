@@ -223,6 +223,18 @@ pub fn is_region_name(s: &str) -> bool {
         && parts[0].len() == 2
 }
 
+/// Test support: a property test's case count, multiplied by the env var
+/// `RDS_IAM_FUZZ_SCALE` (default 1) for the long fuzz runs in BENCHMARKS.md.
+#[doc(hidden)]
+pub fn fuzz_cases(base: u32) -> u32 {
+    std::env::var("RDS_IAM_FUZZ_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1)
+        .saturating_mul(base)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,18 +427,8 @@ mod tests {
         assert!(m.contains("':'"), "{m}");
     }
 
-    /// `RDS_IAM_FUZZ_SCALE=N` multiplies the cases (the long run in BENCHMARKS.md).
-    fn cases(base: u32) -> u32 {
-        std::env::var("RDS_IAM_FUZZ_SCALE")
-            .ok()
-            .and_then(|s| s.parse::<u32>().ok())
-            .unwrap_or(1)
-            .max(1)
-            * base
-    }
-
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(cases(2000)))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(fuzz_cases(2000)))]
         #[test]
         fn accepted_values_never_carry_separators(s in "\\PC*|[\\x00-\\x7f]{0,80}") {
             if validate_user(&s).is_ok() {

@@ -349,17 +349,8 @@ mod tests {
             .contains("--min-life"));
     }
 
-    fn cases(base: u32) -> u32 {
-        std::env::var("RDS_IAM_FUZZ_SCALE")
-            .ok()
-            .and_then(|s| s.parse::<u32>().ok())
-            .unwrap_or(1)
-            .max(1)
-            * base
-    }
-
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(cases(3000)))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(rds_iam_common::fuzz_cases(3000)))]
         /// The flag parser never panics, and whatever it accepts can never
         /// put a line break or a ':' into the pgpass host or user fields.
         #[test]

@@ -17,11 +17,7 @@ use rds_iam_webhook::review::{review, ReviewResult};
 use serde_json::{json, Map, Value};
 
 fn cases(base: u32) -> u32 {
-    let scale: u32 = std::env::var("RDS_IAM_FUZZ_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    base * scale.max(1)
+    rds_iam_common::fuzz_cases(base)
 }
 
 fn wrap(object: Value) -> Value {
