@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Every figure of BENCHMARKS.md, one after the other (about 6 minutes; run on an
+# otherwise idle machine). Needs wrk (apt-get install wrk) for the HTTPS runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+echo "#### token agent"; bash scripts/bench-agent.sh
+echo "#### webhook handler (criterion)"
+cargo bench --locked -p rds-iam-webhook --bench handler -- --warm-up-time 2 --measurement-time 6 2>&1 | grep -E '^(handler|parts)|time:'
+echo "#### webhook over HTTPS"; bash webhook/benches/load.sh 30
+echo "#### webhook under load with 10 certificate rotations"; bash scripts/load-rotation.sh 60
+echo "#### binary sizes"
+stat -c '%s bytes  %n' "${CARGO_TARGET_DIR:-target}/release/rds-iam-tokenagent" "${CARGO_TARGET_DIR:-target}/release/rds-iam-webhook"
