@@ -525,3 +525,58 @@ fn long_running_agent_serves_health_and_stops_on_sigterm() -> Result<()> {
     assert_no_secrets_in(&log, &[&token, &c.secret, &c.session_token]);
     Ok(())
 }
+
+#[test]
+fn doctor_reports_each_check_and_its_fix() -> Result<()> {
+    let home = tempfile::tempdir()?;
+    let dir = tempfile::tempdir()?;
+    let c = IssuedCreds::random(200);
+    pg().add_key(&c.akid, &c.secret, Some(&c.session_token))?;
+    let with_creds = |cmd: &mut Command| {
+        cmd.env("AWS_ACCESS_KEY_ID", &c.akid)
+            .env("AWS_SECRET_ACCESS_KEY", &c.secret)
+            .env("AWS_SESSION_TOKEN", &c.session_token);
+    };
+    let mut cmd = agent(home.path(), dir.path())?;
+    with_creds(&mut cmd);
+    expect_ok(&once(&mut cmd)?);
+
+    let mut cmd = agent(home.path(), dir.path())?;
+    with_creds(&mut cmd);
+    let r = run(cmd.arg("doctor"))?;
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    for want in [
+        "OK   credentials  configured: AWS_ACCESS_KEY_ID",
+        "OK   region       us-east-1 (--region / RDS_IAM_REGION)",
+        "OK   aws identity got credentials from Environment",
+        "OK   signing",
+        "accepts TLS",
+        "mode 0600, token valid for",
+    ] {
+        assert!(
+            r.stdout.contains(want),
+            "missing {want:?} in:\n{}",
+            r.stdout
+        );
+    }
+    assert_no_secrets_in(&r.stdout, &[&c.secret, &c.session_token]);
+
+    // Nothing listens on the port, and no credentials: each line says the fix.
+    let closed = free_port()?;
+    let r = run(agent(home.path(), dir.path())?
+        .env("RDS_IAM_PORT", closed.to_string())
+        .arg("doctor"))?;
+    assert_eq!(r.code, Some(1), "{}", r.stdout);
+    assert!(r.stdout.contains("FAIL credentials"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("FAIL endpoint") && r.stdout.contains("fix:"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("FAIL pgpass") && r.stdout.contains("PGHOST/PGPORT/PGUSER must equal"),
+        "{}",
+        r.stdout
+    );
+    Ok(())
+}
