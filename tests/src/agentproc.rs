@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
@@ -65,4 +66,16 @@ pub fn run(cmd: &mut Command) -> Result<Ran> {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
+}
+
+/// Waits until the agent's first write made `path` appear.
+pub fn wait_for_file(path: &Path, timeout: Duration) -> Result<()> {
+    let start = Instant::now();
+    while !path.exists() {
+        if start.elapsed() > timeout {
+            bail!("{} did not appear within {timeout:?}", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
 }

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::agentproc::{bin_dir, workspace_bin};
 use crate::kubelet::Kubelet;
-use crate::pgrds::{repo_root, PgRds, REGION};
+use crate::pgrds::{free_port, repo_root, PgRds, REGION};
 use crate::stubs::Stub;
 
 /// The agent image the demo webhook injects (mapped to the built binary).
@@ -53,12 +53,6 @@ impl Drop for WebhookProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 fn need(prog: &str) -> Result<()> {

@@ -186,7 +186,7 @@ impl PodRun {
     }
 
     /// The process for container `c` (or an exec of `argv` in it).
-    fn command(&self, c: &Container, argv: Option<&[String]>) -> Result<Command> {
+    fn command(&self, c: &Container, argv: Option<&[String]>, as_root: bool) -> Result<Command> {
         let mounts = self.mounts(c)?;
         let argv: Vec<String> = match argv {
             Some(a) => a.to_vec(),
@@ -211,7 +211,16 @@ impl PodRun {
         } else {
             "/usr/local/bin:/usr/bin:/bin".to_owned()
         };
-        let mut cmd = Command::new(prog);
+        // Resolve the program on the container's PATH, as a runtime would.
+        let program = if prog.contains('/') {
+            PathBuf::from(prog)
+        } else {
+            path.split(':')
+                .map(|d| Path::new(d).join(prog))
+                .find(|p| p.is_file())
+                .with_context(|| format!("container {:?}: {prog:?} not found on {path}", c.name))?
+        };
+        let mut cmd = Command::new(program);
         cmd.args(args.iter().map(|a| Self::map_path(&mounts, a)));
         cmd.env_clear().env("PATH", &path).env("HOME", "/tmp");
         for e in c.env.iter().flatten() {
@@ -232,25 +241,9 @@ impl PodRun {
                 cmd.env(k, v);
             }
         }
-        // Resolve the program on the container's PATH, as a runtime would.
-        if !prog.contains('/') {
-            let found = path
-                .split(':')
-                .map(|d| Path::new(d).join(prog))
-                .find(|p| p.is_file());
-            let found = found
-                .with_context(|| format!("container {:?}: {prog:?} not found on {path}", c.name))?;
-            cmd = {
-                let mut c2 = Command::new(found);
-                c2.args(cmd.get_args());
-                c2.env_clear();
-                for (k, v) in cmd.get_envs() {
-                    if let Some(v) = v {
-                        c2.env(k, v);
-                    }
-                }
-                c2
-            };
+        cmd.current_dir("/").stdin(Stdio::null());
+        if as_root {
+            return Ok(cmd);
         }
         let (uid, gid) = uid_gid(&self.spec, c);
         if let Some(u) = uid {
@@ -260,7 +253,6 @@ impl PodRun {
         if let Some(g) = gid.or(uid) {
             cmd.gid(u32::try_from(g).context("runAsGroup")?);
         }
-        cmd.current_dir("/").stdin(Stdio::null());
         Ok(cmd)
     }
 
@@ -304,7 +296,7 @@ impl PodRun {
             .join("logs")
             .join(format!("{}.log", c.name));
         let f = fs::File::create(&log)?;
-        let mut cmd = self.command(c, None)?;
+        let mut cmd = self.command(c, None, false)?;
         cmd.stdout(f.try_clone()?).stderr(f);
         cmd.spawn()
             .with_context(|| format!("starting container {:?}", c.name))
@@ -325,7 +317,7 @@ impl PodRun {
         let deadline = Instant::now()
             + Duration::from_secs(period * tries + probe.initial_delay_seconds.unwrap_or(0) as u64);
         loop {
-            let out = self.command(c, Some(&argv))?.output()?;
+            let out = self.command(c, Some(&argv), false)?.output()?;
             if out.status.success() {
                 return Ok(());
             }
@@ -345,7 +337,7 @@ impl PodRun {
     pub fn exec(&self, name: &str, argv: &[&str]) -> Result<Output> {
         let c = self.container(name)?;
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-        Ok(self.command(c, Some(&argv))?.output()?)
+        Ok(self.command(c, Some(&argv), false)?.output()?)
     }
 
     /// Runs `argv` with container `name`'s env and mounts but as root and
@@ -359,25 +351,8 @@ impl PodRun {
         extra: &[(String, String)],
     ) -> Result<Output> {
         let c = self.container(name)?;
-        let mut c = c.clone();
-        if let Some(sc) = c.security_context.as_mut() {
-            sc.run_as_user = None;
-            sc.run_as_group = None;
-        }
-        let mut spec = self.spec.clone();
-        if let Some(sc) = spec.security_context.as_mut() {
-            sc.run_as_user = None;
-            sc.run_as_group = None;
-        }
-        let as_root = PodRun {
-            root: tempfile::tempdir()?,
-            spec,
-            volumes: self.volumes.clone(),
-            running: Vec::new(),
-            kubelet: self.kubelet.clone(),
-        };
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-        let mut cmd = as_root.command(&c, Some(&argv))?;
+        let mut cmd = self.command(c, Some(&argv), true)?;
         cmd.env("PATH", std::env::var_os("PATH").unwrap_or_default());
         for (k, v) in extra {
             cmd.env(k, v);

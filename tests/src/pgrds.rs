@@ -356,7 +356,8 @@ impl Drop for PgRds {
     }
 }
 
-fn free_port() -> Result<u16> {
+/// A free port on 127.0.0.1 (for any loopback server of the tests).
+pub fn free_port() -> Result<u16> {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }

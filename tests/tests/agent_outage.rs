@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
+use rds_iam_e2e::agentproc::wait_for_file;
 use rds_iam_e2e::pgrds::{Client, PgRds, HOST, REGION};
 use rds_iam_e2e::stubs::{Mode, Stub};
 use rds_iam_tokenagent::agent::Agent;
@@ -72,11 +73,7 @@ fn outage_keeps_logins_working_and_recovers() -> Result<()> {
             })
             .await
     });
-    let t0 = Instant::now();
-    while !dir.path().join("pgpass").exists() {
-        anyhow::ensure!(t0.elapsed() < Duration::from_secs(10), "no first token");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_file(&dir.path().join("pgpass"), Duration::from_secs(10))?;
     let env = pg.libpq_env(USER, &dir.path().join("pgpass"));
     let login_for = |d: Duration| -> Result<usize> {
         let t = Instant::now();

@@ -11,8 +11,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use rds_iam_e2e::agentproc::{agent_command, run, Ran};
-use rds_iam_e2e::pgrds::{repo_root, Client, PgRds, HOST, REGION};
+use rds_iam_e2e::agentproc::{agent_command, run, wait_for_file, Ran};
+use rds_iam_e2e::pgrds::{free_port, repo_root, Client, PgRds, HOST, REGION};
 use rds_iam_e2e::stubs::{IssuedCreds, Mode, Stub};
 
 const USER: &str = "app_user";
@@ -411,12 +411,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 fn wait_port(port: u16, timeout: Duration) -> Result<()> {
     let start = Instant::now();
     while start.elapsed() < timeout {
@@ -459,10 +453,7 @@ fn long_running_agent_serves_health_and_stops_on_sigterm() -> Result<()> {
             .spawn()?,
     );
     wait_port(port, Duration::from_secs(10))?;
-    let start = Instant::now();
-    while !dir.path().join("pgpass").exists() && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_file(&dir.path().join("pgpass"), Duration::from_secs(10))?;
     assert_eq!(http_get(port, "/healthz")?.0, 200);
     let (code, body) = http_get(port, "/readyz")?;
     assert_eq!(code, 200, "{body}");

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
+use rds_iam_e2e::agentproc::wait_for_file;
 use rds_iam_e2e::pgrds::{Client, PgRds, HOST, REGION};
 use rds_iam_e2e::stubs::IssuedCreds;
 use rds_iam_tokenagent::agent::Agent;
@@ -65,12 +66,7 @@ fn refresh_cycles_never_break_readers_or_logins() -> Result<()> {
             })
             .await
     });
-    // Wait for the first write.
-    let start = Instant::now();
-    while !dir.path().join("pgpass").exists() {
-        assert!(start.elapsed() < Duration::from_secs(10), "no first write");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_file(&dir.path().join("pgpass"), Duration::from_secs(10))?;
 
     let done = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicUsize::new(0));
