@@ -180,7 +180,12 @@ pub async fn run(
     let handle = axum_server::Handle::new();
     https.set_nonblocking(true)?;
     let https_addr = https.local_addr()?;
-    let server = axum_server::from_tcp_rustls(https, rustls)?
+    // TCP_NODELAY: a response leaves as soon as it is written, instead of
+    // waiting for the API server's delayed ACK of the previous segment.
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls)
+        .acceptor(axum_server::accept::NoDelayAcceptor::new());
+    let server = axum_server::from_tcp(https)?
+        .acceptor(acceptor)
         .handle(handle.clone())
         .serve(router(state).into_make_service());
     let mut server = tokio::spawn(server);

@@ -195,6 +195,59 @@ async fn reviews_over_tls_12_and_13_with_metrics() {
     srv.shutdown().await;
 }
 
+/// `TCP_NODELAY` of the connected TCP socket open in this process whose ends
+/// are `local` and `peer`, or `None` if there is no such socket. The server
+/// runs in this process, so its accepted sockets are among our descriptors.
+#[allow(unsafe_code)]
+fn nodelay_of(local: SocketAddr, peer: SocketAddr) -> Option<bool> {
+    use std::os::fd::FromRawFd;
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let is_socket = std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if !is_socket {
+            continue;
+        }
+        // SAFETY: only getsockname/getpeername/getsockopt are called on the
+        // descriptor, and ManuallyDrop never closes it, so its owner (the
+        // server or the client) is unaffected. If it was closed and reused
+        // meanwhile, the calls fail or report other addresses and it is skipped.
+        let sock = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+        if sock.local_addr().ok() == Some(local) && sock.peer_addr().ok() == Some(peer) {
+            return Some(sock.nodelay().unwrap());
+        }
+    }
+    None
+}
+
+/// With Nagle's algorithm on, a response written in two segments waits for
+/// the client's delayed ACK of the first: about 40 ms on Linux. The server
+/// must disable it on every connection it accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_connections_disable_nagle() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&[SERVER_NAME]);
+    let dir = tempfile::tempdir().unwrap();
+    let secret = SecretDir::new(dir.path(), &leaf.cert_pem, &leaf.key_pem);
+    let srv = start(&secret).await;
+    let mut conn = connect(srv.https, client_config(&ca.der(), &both_versions()))
+        .await
+        .unwrap();
+    let (status, body) = conn
+        .request("POST", "/mutate", review_body())
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_patched(&body);
+    // The server's end of this connection, found by its two addresses.
+    assert_eq!(nodelay_of(srv.https, conn.local_addr), Some(true));
+    // The probe reads the real option: the test client leaves Nagle on.
+    assert_eq!(nodelay_of(conn.local_addr, srv.https), Some(false));
+    srv.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubelet_style_rotation_under_load_loses_no_request() {
     let ca = TestCa::new();

@@ -130,6 +130,8 @@ pub fn client_config(
 /// One HTTPS connection: the peer's certificate and a request sender.
 pub struct Conn {
     pub peer_cert: Vec<u8>,
+    /// The client end of the TCP connection.
+    pub local_addr: SocketAddr,
     pub version: rustls::ProtocolVersion,
     pub sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
 }
@@ -138,6 +140,7 @@ pub async fn connect(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Res
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    let local_addr = tcp.local_addr().map_err(|e| format!("local_addr: {e}"))?;
     let tls = TlsConnector::from(config)
         .connect(ServerName::try_from(SERVER_NAME).unwrap(), tcp)
         .await
@@ -151,6 +154,7 @@ pub async fn connect(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Res
     tokio::spawn(conn);
     Ok(Conn {
         peer_cert,
+        local_addr,
         version,
         sender,
     })
