@@ -10,7 +10,10 @@
 #           the generator waiting for it); a 3 s warm-up run at the same rate comes first.
 #           Besides oha's figures it prints them without the first second, during which oha
 #           opens its 16 connections (its connection setup is slow: CLIENT_CONNECT_MS);
-#       (2) saturation (32 connections, no rate limit).
+#       (2) the same constant load on GET /healthz, which does no handler work: a control that
+#           shows the latency this machine adds at that moment (a VM whose host is busy delays
+#           every wake-up; the runs print the CPU time the hypervisor stole meanwhile);
+#       (3) saturation (32 connections, no rate limit).
 # The client verifies the server certificate against the CA of `rds-iam-webhook certs`, using
 # the Service name the API server uses. The webhook logs JSON to /dev/null as in production
 # (one line per review).
@@ -39,10 +42,14 @@ rss() { awk '/^(VmRSS|VmHWM)/ {printf "%s %d MiB  ", $1, $2/1024} END {print ""}
 # steal and busy jiffies of all CPUs, from /proc/stat
 cpu() { awk '/^cpu / {print $9, $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
 echo "idle: $(rss)"
+# oha_ PATH [oha flags]: POST the review to /mutate, or GET any other path.
 oha_() {
-  oha "$@" --no-tui -w -m POST -D webhook/tests/fixtures/deployment-pod.json -T application/json \
-    --cacert "$TMP/certs/ca.crt" --connect-to "$HOST:$PORT:127.0.0.1:$PORT" "https://$HOST:$PORT/mutate"
+  local path="$1"; shift
+  [[ "$path" == /mutate ]] && set -- "$@" -m POST -D webhook/tests/fixtures/deployment-pod.json -T application/json
+  oha "$@" --no-tui -w --cacert "$TMP/certs/ca.crt" --connect-to "$HOST:$PORT:127.0.0.1:$PORT" \
+    "https://$HOST:$PORT$path"
 }
+# run LABEL PATH [oha flags]
 run() {
   local label="$1"; shift
   ( while sleep 1; do awk '/^VmRSS/ {print $2}' "/proc/$PID/status"; done ) >"$TMP/rss.$label" &
@@ -87,10 +94,12 @@ EOF
     END {printf "handler time (cumulative):"; for (i = 0; i < n; i++) if (order[i] + 0 <= 0.001) printf " <=%gs %.1f%%", order[i], 100 * b[order[i]] / total; print ""}'
 }
 echo "== warm-up: 2,000 reviews/s for 3s"
-oha_ -z 3s -q 2000 -c 16 >/dev/null
+oha_ /mutate -z 3s -q 2000 -c 16 >/dev/null
 echo "== constant 2,000 reviews/s for ${SECS}s (latency-corrected)"
-run rated -z "${SECS}s" -q 2000 -c 16 --latency-correction
+run rated /mutate -z "${SECS}s" -q 2000 -c 16 --latency-correction
+echo "== control: GET /healthz (no handler work) at the same rate, to show what this machine adds"
+run healthz /healthz -z "${SECS}s" -q 2000 -c 16 --latency-correction
 echo "== saturation for ${SECS}s"
-run saturation -z "${SECS}s" -c 32
+run saturation /mutate -z "${SECS}s" -c 32
 echo "== webhook counters"
 curl -s "http://127.0.0.1:$MPORT/metrics" | grep -E '^rds_iam_webhook_reviews_total'

@@ -195,6 +195,29 @@ async fn reviews_over_tls_12_and_13_with_metrics() {
     srv.shutdown().await;
 }
 
+/// The API server speaks HTTP/2 to webhooks when the server offers it, and
+/// the webhook offers `h2` by ALPN, so reviews must work over HTTP/2 too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviews_over_http2() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&[SERVER_NAME]);
+    let dir = tempfile::tempdir().unwrap();
+    let secret = SecretDir::new(dir.path(), &leaf.cert_pem, &leaf.key_pem);
+    let srv = start(&secret).await;
+    let (alpn, status, body) = h2_request(srv.https, &ca.der(), "POST", "/mutate", review_body())
+        .await
+        .unwrap();
+    assert_eq!(alpn, b"h2");
+    assert_eq!(status, 200);
+    assert_patched(&body);
+    let (_, status, body) = h2_request(srv.https, &ca.der(), "POST", "/mutate", b"{".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+    assert!(String::from_utf8(body).unwrap().contains("\"error\""));
+    srv.shutdown().await;
+}
+
 /// `TCP_NODELAY` of the connected TCP socket open in this process whose ends
 /// are `local` and `peer`, or `None` if there is no such socket. The server
 /// runs in this process, so its accepted sockets are among our descriptors.

@@ -195,6 +195,57 @@ impl Conn {
     }
 }
 
+/// One request over a new HTTP/2 connection, as the API server sends its
+/// reviews: the client offers only `h2` by ALPN. Returns the negotiated ALPN
+/// protocol, the status and the body.
+pub async fn h2_request(
+    addr: SocketAddr,
+    ca: &CertificateDer<'static>,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(Vec<u8>, u16, Vec<u8>), String> {
+    let mut config = Arc::unwrap_or_clone(client_config(
+        ca,
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+    ));
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(SERVER_NAME).unwrap(), tcp)
+        .await
+        .map_err(|e| format!("tls: {e}"))?;
+    let alpn = tls.get_ref().1.alpn_protocol().unwrap_or_default().to_vec();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .map_err(|e| format!("http2: {e}"))?;
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("https://{SERVER_NAME}{path}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes()
+        .to_vec();
+    Ok((alpn, status, body))
+}
+
 /// GET over plain HTTP (the metrics listener).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let tcp = TcpStream::connect(addr).await.unwrap();
