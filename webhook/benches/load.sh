@@ -10,6 +10,8 @@
 #           the generator waiting for it); a 3 s warm-up run at the same rate comes first.
 #           Besides oha's figures it prints them without the first second, during which oha
 #           opens its 16 connections (its connection setup is slow: CLIENT_CONNECT_MS);
+#       (1b) the same over HTTP/2 (2 connections, up to 8 streams each), which is how the API
+#           server talks to webhooks that offer h2;
 #       (2) the same constant load on GET /healthz, which does no handler work: a control that
 #           shows the latency this machine adds at that moment (a VM whose host is busy delays
 #           every wake-up; the runs print the CPU time the hypervisor stole meanwhile);
@@ -97,6 +99,8 @@ echo "== warm-up: 2,000 reviews/s for 3s"
 oha_ /mutate -z 3s -q 2000 -c 16 >/dev/null
 echo "== constant 2,000 reviews/s for ${SECS}s (latency-corrected)"
 run rated /mutate -z "${SECS}s" -q 2000 -c 16 --latency-correction
+echo "== constant 2,000 reviews/s for ${SECS}s over HTTP/2 (2 connections, up to 8 streams each; the API server uses HTTP/2)"
+run rated-h2 /mutate -z "${SECS}s" -q 2000 --http2 -c 2 -p 8 --latency-correction
 echo "== control: GET /healthz (no handler work) at the same rate, to show what this machine adds"
 run healthz /healthz -z "${SECS}s" -q 2000 -c 16 --latency-correction
 echo "== saturation for ${SECS}s"
