@@ -60,8 +60,15 @@ pub enum InvalidReview {
 
 /// Answers one AdmissionReview.
 pub fn review(body: &[u8], cfg: &AgentConfig) -> Result<Reviewed, InvalidReview> {
-    // Fast path: a Pod review parses straight into typed Pods.
-    match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
+    // Fast path: a Pod review parses straight into typed Pods. Checking the
+    // UTF-8 of the whole body once is cheaper than serde_json checking every
+    // string; a body that is not UTF-8 goes through from_slice, whose error
+    // says where.
+    let parsed = match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str::<AdmissionReview<Pod>>(text),
+        Err(_) => serde_json::from_slice::<AdmissionReview<Pod>>(body),
+    };
+    match parsed {
         Ok(review) => review_pod(review, cfg),
         Err(pod_err) => {
             // Anything else (another kind, which the webhook configuration
@@ -193,7 +200,8 @@ fn review_pod(review: AdmissionReview<Pod>, cfg: &AgentConfig) -> Result<Reviewe
 /// kube-core serializes `AdmissionResponse::patch` (a `Vec<u8>`) as a JSON
 /// array of numbers (kube-rs/kube#1781), but the API server reads the
 /// `[]byte` field as a base64 string and would reject every patched pod. So
-/// the patch, and only the patch, is re-encoded here.
+/// the patch, and only the patch, is written differently: everything else
+/// goes through kube-core's own `Serialize`.
 pub fn to_json(reviewed: &Reviewed) -> Result<Vec<u8>, InvalidReview> {
     let ser = |e: serde_json::Error| InvalidReview::Serialize(e.to_string());
     let review = &reviewed.response;
@@ -204,21 +212,108 @@ pub fn to_json(reviewed: &Reviewed) -> Result<Vec<u8>, InvalidReview> {
     else {
         return serde_json::to_vec(review).map_err(ser);
     };
-    // Everything but the patch goes through kube-core's own Serialize; the
-    // response without its patch is small, so the detour through a Value is
-    // cheap (serializing the byte array instead would cost more than the
-    // whole mutation).
     let mut without_patch = response.clone();
     without_patch.patch = None;
-    let mut value = serde_json::to_value(AdmissionReview::<DynamicObject> {
-        types: review.types.clone(),
-        request: None,
-        response: Some(without_patch),
-    })
-    .map_err(ser)?;
-    value["response"]["patch"] =
-        serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
-    let mut out = Vec::with_capacity(512 + patch.len() * 4 / 3);
-    serde_json::to_writer(&mut out, &value).map_err(ser)?;
+    // The base64 alphabet needs no JSON escaping, so the string goes in as a
+    // raw value (validated by serde_json) instead of through the escaping
+    // string serializer, which costs more than encoding it.
+    let mut quoted = String::with_capacity(patch.len().div_ceil(3) * 4 + 2);
+    quoted.push('"');
+    base64::engine::general_purpose::STANDARD.encode_string(patch, &mut quoted);
+    quoted.push('"');
+    let patch = serde_json::value::RawValue::from_string(quoted).map_err(ser)?;
+    let wire = WireReview {
+        types: &review.types,
+        response: WireResponse {
+            response: &without_patch,
+            patch: &patch,
+        },
+    };
+    let mut out = Vec::with_capacity(512 + patch.get().len());
+    serde_json::to_writer(&mut out, &wire).map_err(ser)?;
     Ok(out)
+}
+
+/// An `admission.k8s.io/v1` AdmissionReview carrying a response, as
+/// kube-core writes it, with the patch as base64.
+#[derive(serde::Serialize)]
+struct WireReview<'a> {
+    #[serde(flatten)]
+    types: &'a kube_core::TypeMeta,
+    response: WireResponse<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct WireResponse<'a> {
+    /// The response without its patch.
+    #[serde(flatten)]
+    response: &'a AdmissionResponse,
+    patch: &'a serde_json::value::RawValue,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(name),
+        )
+        .expect("fixture")
+    }
+
+    /// The wire form is kube-core's own serialization of the review, with
+    /// the patch bytes as one base64 string instead of an array of numbers.
+    #[test]
+    fn wire_form_is_kube_core_with_a_base64_patch() {
+        let reviewed = review(&fixture("deployment-pod.json"), &AgentConfig::default())
+            .expect("readable review");
+        assert_eq!(reviewed.result, ReviewResult::Patched);
+        let patch = reviewed
+            .response
+            .response
+            .as_ref()
+            .and_then(|r| r.patch.clone());
+        let patch = patch.expect("a patch");
+
+        let mut want = serde_json::to_value(&reviewed.response).expect("kube-core serializes");
+        assert!(want["response"]["patch"].is_array(), "kube-rs/kube#1781");
+        want["response"]["patch"] =
+            serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(&patch));
+        let got: serde_json::Value =
+            serde_json::from_slice(&to_json(&reviewed).expect("serializes")).expect("JSON");
+        assert_eq!(got, want);
+        assert_eq!(got["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(got["kind"], "AdmissionReview");
+        assert_eq!(got["response"]["patchType"], "JSONPatch");
+        assert_eq!(got["response"]["allowed"], true);
+    }
+
+    /// Answers without a patch are kube-core's serialization unchanged.
+    #[test]
+    fn wire_form_without_a_patch_is_kube_core_unchanged() {
+        let reviewed =
+            review(&fixture("plain-pod.json"), &AgentConfig::default()).expect("readable review");
+        assert_eq!(reviewed.result, ReviewResult::AllowedUnchanged);
+        let want = serde_json::to_value(&reviewed.response).expect("kube-core serializes");
+        let got: serde_json::Value =
+            serde_json::from_slice(&to_json(&reviewed).expect("serializes")).expect("JSON");
+        assert_eq!(got, want);
+        assert!(got["response"].get("patch").is_none());
+    }
+
+    /// A body that is not UTF-8 is an unreadable review, whichever parser
+    /// reads it.
+    #[test]
+    fn non_utf8_body_is_invalid() {
+        let mut body = fixture("deployment-pod.json");
+        let at = body.iter().position(|&b| b == b'"').expect("a string") + 1;
+        body[at] = 0xff;
+        let err = review(&body, &AgentConfig::default()).expect_err("invalid");
+        assert!(matches!(err, InvalidReview::Parse(_)), "{err}");
+        // serde_json says where: the first string opens on line 2.
+        assert!(err.to_string().contains("at line 2 column"), "{err}");
+    }
 }
