@@ -48,6 +48,8 @@ pub struct Reviewed {
 pub enum InvalidReview {
     #[error("body is not an AdmissionReview: {0}")]
     Parse(serde_json::Error),
+    #[error("body is not an AdmissionReview: JSON must be UTF-8, but {0}")]
+    NotUtf8(std::str::Utf8Error),
     #[error("body is an AdmissionReview of kind {kind:?}, apiVersion {api_version:?}; expected kind AdmissionReview, apiVersion admission.k8s.io/v1")]
     WrongType { kind: String, api_version: String },
     #[error("AdmissionReview has no request")]
@@ -60,20 +62,16 @@ pub enum InvalidReview {
 
 /// Answers one AdmissionReview.
 pub fn review(body: &[u8], cfg: &AgentConfig) -> Result<Reviewed, InvalidReview> {
-    // Fast path: a Pod review parses straight into typed Pods. Checking the
-    // UTF-8 of the whole body once is cheaper than serde_json checking every
-    // string; a body that is not UTF-8 goes through from_slice, whose error
-    // says where.
-    let parsed = match std::str::from_utf8(body) {
-        Ok(text) => serde_json::from_str::<AdmissionReview<Pod>>(text),
-        Err(_) => serde_json::from_slice::<AdmissionReview<Pod>>(body),
-    };
-    match parsed {
+    // JSON is UTF-8 (RFC 8259). Checking the whole body once is cheaper than
+    // serde_json checking every string, as it does when parsing bytes.
+    let text = std::str::from_utf8(body).map_err(InvalidReview::NotUtf8)?;
+    // Fast path: a Pod review parses straight into typed Pods.
+    match serde_json::from_str::<AdmissionReview<Pod>>(text) {
         Ok(review) => review_pod(review, cfg),
         Err(pod_err) => {
             // Anything else (another kind, which the webhook configuration
             // never sends) is allowed unchanged if it is a readable review.
-            let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
+            let review: AdmissionReview<DynamicObject> = match serde_json::from_str(text) {
                 Ok(r) => r,
                 Err(_) => return Err(InvalidReview::Parse(pod_err)),
             };
@@ -304,16 +302,19 @@ mod tests {
         assert!(got["response"].get("patch").is_none());
     }
 
-    /// A body that is not UTF-8 is an unreadable review, whichever parser
-    /// reads it.
+    /// A body that is not UTF-8 is unreadable, and the error says where.
     #[test]
     fn non_utf8_body_is_invalid() {
         let mut body = fixture("deployment-pod.json");
         let at = body.iter().position(|&b| b == b'"').expect("a string") + 1;
         body[at] = 0xff;
         let err = review(&body, &AgentConfig::default()).expect_err("invalid");
-        assert!(matches!(err, InvalidReview::Parse(_)), "{err}");
-        // serde_json says where: the first string opens on line 2.
-        assert!(err.to_string().contains("at line 2 column"), "{err}");
+        assert!(matches!(err, InvalidReview::NotUtf8(_)), "{err}");
+        assert!(
+            err.to_string().contains(&format!(
+                "JSON must be UTF-8, but invalid utf-8 sequence of 1 bytes from index {at}"
+            )),
+            "{err}"
+        );
     }
 }
