@@ -65,6 +65,17 @@ async fn start(secret: &SecretDir) -> Running {
     srv
 }
 
+/// A server with one certificate from a new CA. The directory holds the
+/// certificate files, so keep it for as long as the server runs.
+async fn start_with_new_ca() -> (TestCa, Leaf, tempfile::TempDir, Running) {
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&[SERVER_NAME]);
+    let dir = tempfile::tempdir().unwrap();
+    let secret = SecretDir::new(dir.path(), &leaf.cert_pem, &leaf.key_pem);
+    let srv = start(&secret).await;
+    (ca, leaf, dir, srv)
+}
+
 fn spawn(secret: &SecretDir) -> Running {
     let https = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -120,11 +131,7 @@ async fn wait_for_cert(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>, want: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reviews_over_tls_12_and_13_with_metrics() {
-    let ca = TestCa::new();
-    let leaf = ca.leaf(&[SERVER_NAME]);
-    let dir = tempfile::tempdir().unwrap();
-    let secret = SecretDir::new(dir.path(), &leaf.cert_pem, &leaf.key_pem);
-    let srv = start(&secret).await;
+    let (ca, leaf, _dir, srv) = start_with_new_ca().await;
 
     for (version, want) in [
         (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
@@ -199,11 +206,7 @@ async fn reviews_over_tls_12_and_13_with_metrics() {
 /// the webhook offers `h2` by ALPN, so reviews must work over HTTP/2 too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reviews_over_http2() {
-    let ca = TestCa::new();
-    let leaf = ca.leaf(&[SERVER_NAME]);
-    let dir = tempfile::tempdir().unwrap();
-    let secret = SecretDir::new(dir.path(), &leaf.cert_pem, &leaf.key_pem);
-    let srv = start(&secret).await;
+    let (ca, _, _dir, srv) = start_with_new_ca().await;
     let (alpn, status, body) = h2_request(srv.https, &ca.der(), "POST", "/mutate", review_body())
         .await
         .unwrap();
@@ -250,11 +253,7 @@ fn nodelay_of(local: SocketAddr, peer: SocketAddr) -> Option<bool> {
 /// must disable it on every connection it accepts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_connections_disable_nagle() {
-    let ca = TestCa::new();
-    let leaf = ca.leaf(&[SERVER_NAME]);
-    let dir = tempfile::tempdir().unwrap();
-    let secret = SecretDir::new(dir.path(), &leaf.cert_pem, &leaf.key_pem);
-    let srv = start(&secret).await;
+    let (ca, _, _dir, srv) = start_with_new_ca().await;
     let mut conn = connect(srv.https, client_config(&ca.der(), &both_versions()))
         .await
         .unwrap();
@@ -434,11 +433,7 @@ async fn expiring_certificate_is_flagged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_the_review_in_flight_then_stops() {
-    let ca = TestCa::new();
-    let leaf = ca.leaf(&[SERVER_NAME]);
-    let dir = tempfile::tempdir().unwrap();
-    let secret = SecretDir::new(dir.path(), &leaf.cert_pem, &leaf.key_pem);
-    let mut srv = start(&secret).await;
+    let (ca, _, _dir, mut srv) = start_with_new_ca().await;
     let cfg = client_config(&ca.der(), &both_versions());
 
     // Start a review: headers with Expect: 100-continue; the server answers

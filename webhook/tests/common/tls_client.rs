@@ -136,16 +136,39 @@ pub struct Conn {
     pub sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
 }
 
-pub async fn connect(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Result<Conn, String> {
+/// A TLS connection to the server under its Service name.
+async fn tls_connect(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let local_addr = tcp.local_addr().map_err(|e| format!("local_addr: {e}"))?;
-    let tls = TlsConnector::from(config)
+    TlsConnector::from(config)
         .connect(ServerName::try_from(SERVER_NAME).unwrap(), tcp)
         .await
-        .map_err(|e| format!("tls: {e}"))?;
-    let (_, session) = tls.get_ref();
+        .map_err(|e| format!("tls: {e}"))
+}
+
+/// The status and the whole body of a response.
+async fn read_response(
+    resp: hyper::Response<hyper::body::Incoming>,
+) -> Result<(u16, Vec<u8>), String> {
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes()
+        .to_vec();
+    Ok((status, body))
+}
+
+pub async fn connect(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Result<Conn, String> {
+    let tls = tls_connect(addr, config).await?;
+    let (tcp, session) = tls.get_ref();
+    let local_addr = tcp.local_addr().map_err(|e| format!("local_addr: {e}"))?;
     let peer_cert = session.peer_certificates().unwrap()[0].to_vec();
     let version = session.protocol_version().unwrap();
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
@@ -183,15 +206,7 @@ impl Conn {
             .send_request(req)
             .await
             .map_err(|e| format!("send: {e}"))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("body: {e}"))?
-            .to_bytes()
-            .to_vec();
-        Ok((status, body))
+        read_response(resp).await
     }
 }
 
@@ -210,13 +225,7 @@ pub async fn h2_request(
         &[&rustls::version::TLS13, &rustls::version::TLS12],
     ));
     config.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let tls = TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from(SERVER_NAME).unwrap(), tcp)
-        .await
-        .map_err(|e| format!("tls: {e}"))?;
+    let tls = tls_connect(addr, Arc::new(config)).await?;
     let alpn = tls.get_ref().1.alpn_protocol().unwrap_or_default().to_vec();
     let (mut sender, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -235,14 +244,7 @@ pub async fn h2_request(
         .send_request(req)
         .await
         .map_err(|e| format!("send: {e}"))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("body: {e}"))?
-        .to_bytes()
-        .to_vec();
+    let (status, body) = read_response(resp).await?;
     Ok((alpn, status, body))
 }
 
