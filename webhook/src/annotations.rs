@@ -1,57 +1,65 @@
 //! Reads the `rds-iam/*` pod annotations into a typed, validated request.
 //!
+//! Unnamed keys (`rds-iam/host`, ...) describe the *default* database; a
+//! *named* database uses the same keys under its name
+//! (`rds-iam/orders.host`, ...). `containers`, `refresh-interval`,
+//! `run-as-user` and `sidecar` are pod-wide. Each key is read by a small
+//! parser from a table ([`POD_KEYS`], [`DB_KEYS`]); a denial always names
+//! the exact key.
+//!
 //! This module only looks at the annotations; whatever depends on the rest of
 //! the pod (containers, UIDs, region from env) is decided in `mutate`.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
-use rds_iam_common::{is_region_name, parse_interval, parse_port, validate_host, validate_user};
+use rds_iam_common::endpoint::MAX_DATABASES;
+use rds_iam_common::{
+    describe, parse_interval, parse_port, parse_region, parse_uid, validate_database,
+    validate_host, validate_user, DbName, FieldError, SslMode,
+};
 
 use crate::config::SidecarMode;
 
+pub const PREFIX: &str = "rds-iam/";
 pub const ENABLED: &str = "rds-iam/enabled";
+/// Set by the webhook on every pod it patched.
+pub const STATUS: &str = "rds-iam/status";
+pub const STATUS_INJECTED: &str = "injected";
+pub const CONTAINERS: &str = "rds-iam/containers";
+pub const REFRESH_INTERVAL: &str = "rds-iam/refresh-interval";
+pub const RUN_AS_USER: &str = "rds-iam/run-as-user";
+pub const SIDECAR: &str = "rds-iam/sidecar";
+/// The default database's keys (a named one puts its name before the field).
 pub const HOST: &str = "rds-iam/host";
 pub const PORT: &str = "rds-iam/port";
 pub const USER: &str = "rds-iam/user";
 pub const DATABASE: &str = "rds-iam/database";
 pub const REGION: &str = "rds-iam/region";
-pub const CONTAINERS: &str = "rds-iam/containers";
 pub const SSLMODE: &str = "rds-iam/sslmode";
-pub const REFRESH_INTERVAL: &str = "rds-iam/refresh-interval";
-pub const RUN_AS_USER: &str = "rds-iam/run-as-user";
-pub const SIDECAR: &str = "rds-iam/sidecar";
-/// Set by the webhook on every pod it patched.
-pub const STATUS: &str = "rds-iam/status";
-pub const STATUS_INJECTED: &str = "injected";
 
-const PREFIX: &str = "rds-iam/";
-const KNOWN: &[&str] = &[
-    ENABLED,
-    HOST,
-    PORT,
-    USER,
-    DATABASE,
-    REGION,
-    CONTAINERS,
-    SSLMODE,
-    REFRESH_INTERVAL,
-    RUN_AS_USER,
-    SIDECAR,
-    STATUS,
-];
+/// The annotation key of `field` for database `name`:
+/// `rds-iam/host` for the default database, `rds-iam/orders.host` for `orders`.
+pub fn db_key(name: &DbName, field: &str) -> String {
+    if name.is_default() {
+        format!("{PREFIX}{field}")
+    } else {
+        format!("{PREFIX}{name}.{field}")
+    }
+}
 
 /// A refusal to admit the pod: names the annotation and says what to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
-    pub annotation: &'static str,
+    pub annotation: String,
     pub message: String,
 }
 
 impl Denial {
-    pub fn new(annotation: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(annotation: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            annotation,
+            annotation: annotation.into(),
             message: message.into(),
         }
     }
@@ -65,39 +73,38 @@ impl fmt::Display for Denial {
 
 impl std::error::Error for Denial {}
 
-/// `sslmode` values strong enough for IAM authentication (which needs TLS).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
-    Require,
-    VerifyCa,
-    VerifyFull,
+/// One database as the annotations describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbRequest {
+    pub name: DbName,
+    pub host: String,
+    /// `None`: the engine's default.
+    pub port: Option<u16>,
+    pub user: String,
+    pub database: Option<String>,
+    /// `None`: derived from the host name or the containers' env.
+    pub region: Option<String>,
+    pub sslmode: SslMode,
 }
 
-impl SslMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Require => "require",
-            Self::VerifyCa => "verify-ca",
-            Self::VerifyFull => "verify-full",
-        }
+impl DbRequest {
+    /// The annotation key of `field` for this database.
+    pub fn key(&self, field: &str) -> String {
+        db_key(&self.name, field)
     }
 }
 
 /// The validated annotations of an opted-in pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InjectionRequest {
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    pub database: Option<String>,
-    pub region: Option<String>,
+    /// The default database first (if any), then the named ones by name.
+    pub databases: Vec<DbRequest>,
     /// Names from `rds-iam/containers`, in the order written, without blanks.
     pub containers: Option<Vec<String>>,
-    pub sslmode: SslMode,
-    /// Passed to the agent as written (already checked to lie in 1m..14m).
-    pub refresh_interval: Option<String>,
-    pub run_as_user: Option<i64>,
     pub sidecar: Option<SidecarMode>,
+    /// Checked to lie in 1m..14m.
+    pub refresh_interval: Option<Duration>,
+    pub run_as_user: Option<i64>,
 }
 
 /// True only for `rds-iam/enabled: "true"`, exactly.
@@ -110,187 +117,354 @@ pub fn marked_injected(annotations: &BTreeMap<String, String>) -> bool {
     annotations.get(STATUS).map(String::as_str) == Some(STATUS_INJECTED)
 }
 
-/// Parses and validates the annotations of an opted-in pod.
-pub fn parse(annotations: &BTreeMap<String, String>) -> Result<InjectionRequest, Denial> {
-    if let Some(unknown) = annotations
-        .keys()
-        .find(|k| k.starts_with(PREFIX) && !KNOWN.contains(&k.as_str()))
-    {
-        return Err(Denial {
-            // Leak-free: the key is reported in the message; the field names
-            // the closest thing we know, the opt-in annotation.
-            annotation: ENABLED,
-            message: format!(
-                "unknown annotation {unknown:?} on an opted-in pod (a typo?); use only: {}",
-                KNOWN[..KNOWN.len() - 1].join(", ")
-            ),
-        });
-    }
-    let get = |key: &str| annotations.get(key).map(String::as_str);
+/// A database while its keys are being read.
+#[derive(Debug, Default)]
+struct DbDraft {
+    host: Option<String>,
+    port: Option<u16>,
+    user: Option<String>,
+    database: Option<String>,
+    region: Option<String>,
+    sslmode: Option<SslMode>,
+    /// The keys seen, for denials and hints.
+    keys: Vec<String>,
+}
 
-    let host = match get(HOST) {
-        None => {
-            return Err(Denial::new(
-                HOST,
-                "is missing; add the DB endpoint, e.g. rds-iam/host: \"mydb.abc123xyz.eu-west-1.rds.amazonaws.com\"",
-            ))
-        }
-        Some(h) => {
-            validate_host(h).map_err(|e| {
-                Denial::new(
-                    HOST,
-                    format!(
-                        "{h:?} {e}; write only the endpoint's DNS name, e.g. \"mydb.abc123xyz.eu-west-1.rds.amazonaws.com\", and put the port in rds-iam/port"
-                    ),
-                )
-            })?;
-            h.to_owned()
-        }
-    };
+/// Parses one value into the draft; the error states the problem only.
+type Parse<T> = fn(&str, &mut T) -> Result<(), FieldError>;
 
-    let port = match get(PORT) {
-        None => rds_iam_common::DEFAULT_PORT,
-        Some(p) => parse_port(p).map_err(|e| {
-            Denial::new(
-                PORT,
-                format!("{p:?} is not a port from 1 to 65535 ({e}); write e.g. \"5432\", or remove it for 5432"),
-            )
-        })?,
-    };
+/// A key's parser and the advice added to its errors. In the advice,
+/// `{db}` stands for the database's key prefix (`rds-iam/` or `rds-iam/NAME.`).
+struct Key<T> {
+    field: &'static str,
+    parse: Parse<T>,
+    advice: &'static str,
+}
 
-    let user = match get(USER) {
-        None => {
-            return Err(Denial::new(
-                USER,
-                "is missing; add the database user that was granted rds_iam, e.g. rds-iam/user: \"app_user\"",
-            ))
-        }
-        Some(u) => {
-            validate_user(u).map_err(|e| {
-                Denial::new(
-                    USER,
-                    format!("{u:?} {e}; write the plain database user name, e.g. \"app_user\""),
-                )
-            })?;
-            u.to_owned()
-        }
-    };
+/// The per-database keys.
+const DB_KEYS: &[Key<DbDraft>] = &[
+    Key {
+        field: "host",
+        parse: |v, d| {
+            validate_host(v)?;
+            d.host = Some(v.to_owned());
+            Ok(())
+        },
+        advice: "write only the endpoint's DNS name, e.g. \"mydb.abc123xyz.eu-west-1.rds.amazonaws.com\", and put the port in {db}port",
+    },
+    Key {
+        field: "port",
+        parse: |v, d| {
+            d.port = Some(parse_port(v)?);
+            Ok(())
+        },
+        advice: "write a port from 1 to 65535, e.g. \"5432\", or remove it for 5432",
+    },
+    Key {
+        field: "user",
+        parse: |v, d| {
+            validate_user(v)?;
+            d.user = Some(v.to_owned());
+            Ok(())
+        },
+        advice: "write the plain database user name that was granted rds_iam, e.g. \"app_user\"",
+    },
+    Key {
+        field: "database",
+        parse: |v, d| {
+            validate_database(v)?;
+            d.database = Some(v.to_owned());
+            Ok(())
+        },
+        advice: "write the database name, e.g. \"orders\", or remove the annotation",
+    },
+    Key {
+        field: "region",
+        parse: |v, d| {
+            d.region = Some(parse_region(v)?);
+            Ok(())
+        },
+        advice: "write e.g. \"eu-west-1\", or remove it to derive the region from the host",
+    },
+    Key {
+        field: "sslmode",
+        parse: |v, d| {
+            d.sslmode = Some(SslMode::parse(v)?);
+            Ok(())
+        },
+        advice: "write \"require\", \"verify-ca\" or \"verify-full\"",
+    },
+];
 
-    let database = match get(DATABASE) {
-        None => None,
-        Some(d) if d.is_empty() || d.chars().any(char::is_control) => {
-            return Err(Denial::new(
-                DATABASE,
-                format!("{d:?} is empty or has control characters; write the database name, e.g. \"orders\", or remove the annotation"),
-            ))
-        }
-        Some(d) => Some(d.to_owned()),
-    };
-
-    let region = match get(REGION) {
-        None => None,
-        Some(r) if is_region_name(r) => Some(r.to_owned()),
-        Some(r) => {
-            return Err(Denial::new(
-                REGION,
-                format!("{r:?} is not an AWS region name; write e.g. \"eu-west-1\", or remove it to derive the region from the host"),
-            ))
-        }
-    };
-
-    let containers = match get(CONTAINERS) {
-        None => None,
-        Some(list) => {
-            let names: Vec<String> = list
+/// The pod-wide keys, without their prefix.
+const POD_KEYS: &[Key<InjectionRequest>] = &[
+    Key {
+        field: "containers",
+        parse: |v, r| {
+            let names: Vec<String> = v
                 .split(',')
                 .map(str::trim)
                 .filter(|n| !n.is_empty())
                 .map(str::to_owned)
                 .collect();
             if names.is_empty() {
-                return Err(Denial::new(
-                    CONTAINERS,
-                    format!("{list:?} names no container; write comma-separated container names, e.g. \"api,migrate\", or remove it for all app containers"),
-                ));
+                return Err(FieldError::NothingListed);
             }
-            Some(names)
-        }
-    };
-
-    let sslmode = match get(SSLMODE) {
-        None | Some("require") => SslMode::Require,
-        Some("verify-ca") => SslMode::VerifyCa,
-        Some("verify-full") => SslMode::VerifyFull,
-        Some(weak @ ("disable" | "allow" | "prefer")) => {
-            return Err(Denial::new(
-                SSLMODE,
-                format!("{weak:?} is too weak: IAM authentication needs TLS; write \"require\", \"verify-ca\" or \"verify-full\""),
-            ))
-        }
-        Some(other) => {
-            return Err(Denial::new(
-                SSLMODE,
-                format!("{other:?} is not an sslmode; write \"require\", \"verify-ca\" or \"verify-full\""),
-            ))
-        }
-    };
-
-    let refresh_interval = match get(REFRESH_INTERVAL) {
-        None => None,
-        Some(i) => {
-            parse_interval(i).map_err(|e| {
-                Denial::new(
-                    REFRESH_INTERVAL,
-                    format!("{e}; write a duration from 1m to 14m, e.g. \"10m\", or remove it for the agent's default"),
-                )
-            })?;
-            Some(i.trim().to_owned())
-        }
-    };
-
-    let run_as_user = match get(RUN_AS_USER) {
-        None => None,
-        Some(u) => match u.trim().parse::<i64>() {
-            Ok(0) => {
-                return Err(Denial::new(
-                    RUN_AS_USER,
-                    "\"0\" is root and the agent never runs as root; write the non-root UID your app containers run as, e.g. \"1000\"",
-                ))
-            }
-            Ok(n) if (1..=i64::from(i32::MAX)).contains(&n) => Some(n),
-            _ => {
-                return Err(Denial::new(
-                    RUN_AS_USER,
-                    format!("{u:?} is not a UID; write the number your app containers run as, from 1 to {}", i32::MAX),
-                ))
-            }
+            r.containers = Some(names);
+            Ok(())
         },
-    };
+        advice: "write comma-separated container names, e.g. \"api,migrate\", or remove it for all app containers",
+    },
+    Key {
+        field: "refresh-interval",
+        parse: |v, r| {
+            r.refresh_interval = Some(parse_interval(v)?);
+            Ok(())
+        },
+        advice: "write a duration from 1m to 14m, e.g. \"10m\", or remove it for the agent's default",
+    },
+    Key {
+        field: "run-as-user",
+        parse: |v, r| {
+            r.run_as_user = Some(parse_uid(v)?);
+            Ok(())
+        },
+        advice: "write the non-root UID your app containers run as, e.g. \"1000\"; the agent never runs as root",
+    },
+    Key {
+        field: "sidecar",
+        parse: |v, r| {
+            r.sidecar = Some(SidecarMode::parse(v).ok_or(FieldError::NotOneOf(
+                "native, classic, init-only",
+            ))?);
+            Ok(())
+        },
+        advice: "write \"native\", \"classic\" or \"init-only\"",
+    },
+];
 
-    let sidecar = match get(SIDECAR) {
-        None => None,
-        Some(s) => Some(SidecarMode::parse(s).ok_or_else(|| {
-            Denial::new(
-                SIDECAR,
-                format!(
-                    "{s:?} is not a sidecar mode; write \"native\", \"classic\" or \"init-only\""
-                ),
-            )
-        })?),
-    };
+/// Keys that carry no setting of the pod.
+const MARKS: [&str; 2] = [ENABLED, STATUS];
 
-    Ok(InjectionRequest {
+fn find<T>(table: &'static [Key<T>], field: &str) -> Option<&'static Key<T>> {
+    table.iter().find(|k| k.field == field)
+}
+
+/// Parses and validates the annotations of an opted-in pod.
+pub fn parse(annotations: &BTreeMap<String, String>) -> Result<InjectionRequest, Denial> {
+    let mut request = InjectionRequest {
+        databases: Vec::new(),
+        containers: None,
+        sidecar: None,
+        refresh_interval: None,
+        run_as_user: None,
+    };
+    let mut drafts: BTreeMap<DbName, DbDraft> = BTreeMap::new();
+    let mut values: Vec<(&str, &str, Parse<DbDraft>, &str, DbName)> = Vec::new();
+    let mut unknown: Vec<&str> = Vec::new();
+
+    // 1. Which key is which. Key errors come before value errors.
+    for (key, value) in annotations {
+        let Some(rest) = key.strip_prefix(PREFIX) else {
+            continue;
+        };
+        if MARKS.contains(&key.as_str()) {
+            continue;
+        }
+        if let Some(k) = find(POD_KEYS, rest) {
+            (k.parse)(value, &mut request)
+                .map_err(|e| Denial::new(key, describe(value, &e, k.advice)))?;
+            continue;
+        }
+        let (name, field) = match rest.split_once('.') {
+            Some((name, field)) => {
+                let name = DbName::named(name).map_err(|e| {
+                    Denial::new(
+                        key,
+                        format!(
+                            "names database {}; name databases with 1 to 20 characters of a-z, 0-9 and '-', starting with a letter (\"default\" is reserved for the unnamed keys)",
+                            describe(name, &e, "")
+                        ),
+                    )
+                })?;
+                if find(POD_KEYS, field).is_some() {
+                    return Err(Denial::new(
+                        key,
+                        format!(
+                            "{PREFIX}{field} is pod-wide, not per database; write {PREFIX}{field}"
+                        ),
+                    ));
+                }
+                (name, field)
+            }
+            None => (DbName::default_db(), rest),
+        };
+        match find(DB_KEYS, field) {
+            Some(k) => {
+                let draft = drafts.entry(name.clone()).or_default();
+                draft.keys.push(key.clone());
+                values.push((key, value, k.parse, k.advice, name));
+            }
+            None => unknown.push(key),
+        }
+    }
+    if let Some(key) = unknown.first() {
+        return Err(unknown_key(key, drafts.keys()));
+    }
+
+    // 2. The values.
+    for (key, value, parse, advice, name) in values {
+        let draft = drafts.entry(name.clone()).or_default();
+        parse(value, draft).map_err(|e| {
+            let prefix = db_key(&name, "");
+            Denial::new(key, describe(value, &e, &advice.replace("{db}", &prefix)))
+        })?;
+    }
+
+    // 3. Complete databases only.
+    if drafts.is_empty() {
+        return Err(Denial::new(
+            HOST,
+            "is missing; add the DB endpoint, e.g. rds-iam/host: \"mydb.abc123xyz.eu-west-1.rds.amazonaws.com\"",
+        ));
+    }
+    if drafts.len() > MAX_DATABASES {
+        let (name, _) = drafts.iter().nth(MAX_DATABASES).expect("more than the max");
+        return Err(Denial::new(
+            db_key(name, "host"),
+            format!(
+                "the pod describes {} databases and at most {MAX_DATABASES} are allowed; remove the keys of {} of them",
+                drafts.len(),
+                drafts.len() - MAX_DATABASES
+            ),
+        ));
+    }
+    let names: Vec<DbName> = drafts.keys().cloned().collect();
+    // The default database first, then by name.
+    let mut ordered: Vec<(DbName, DbDraft)> = drafts.into_iter().collect();
+    ordered.sort_by_key(|(n, _)| (!n.is_default(), n.clone()));
+    for (name, draft) in ordered {
+        request.databases.push(complete(name, draft, &names)?);
+    }
+    Ok(request)
+}
+
+/// Turns a draft into a database, or denies the first missing key. A
+/// named database that only has keys close to another name's is a typo of
+/// that name.
+fn complete(name: DbName, draft: DbDraft, names: &[DbName]) -> Result<DbRequest, Denial> {
+    let DbDraft {
         host,
         port,
         user,
         database,
         region,
-        containers,
         sslmode,
-        refresh_interval,
-        run_as_user,
-        sidecar,
+        keys,
+    } = draft;
+    let (Some(host), Some(user)) = (host.clone(), user.clone()) else {
+        if !name.is_default() {
+            if let Some(other) = names
+                .iter()
+                .filter(|n| *n != &name && !n.is_default())
+                .min_by_key(|n| distance(n.as_str(), name.as_str()))
+                .filter(|n| distance(n.as_str(), name.as_str()) <= 2)
+            {
+                let key = &keys[0];
+                let field = key.rsplit_once('.').map_or("", |(_, f)| f);
+                return Err(Denial::new(
+                    key.clone(),
+                    format!(
+                        "no other key names database \"{name}\", which therefore has no {}; did you mean {}?",
+                        if host.is_none() { "host" } else { "user" },
+                        db_key(other, field)
+                    ),
+                ));
+            }
+        }
+        let whose = if name.is_default() {
+            String::new()
+        } else {
+            format!("database \"{name}\" needs one: ")
+        };
+        return Err(if host.is_none() {
+            Denial::new(
+                db_key(&name, "host"),
+                format!("is missing; {whose}add the DB endpoint, e.g. {}: \"mydb.abc123xyz.eu-west-1.rds.amazonaws.com\"", db_key(&name, "host")),
+            )
+        } else {
+            Denial::new(
+                db_key(&name, "user"),
+                format!("is missing; {whose}add the database user that was granted rds_iam, e.g. {}: \"app_user\"", db_key(&name, "user")),
+            )
+        });
+    };
+    Ok(DbRequest {
+        name,
+        host,
+        port,
+        user,
+        database,
+        region,
+        sslmode: sslmode.unwrap_or(SslMode::Require),
     })
+}
+
+/// Denies a key that is not an annotation of ours, with the closest valid key.
+fn unknown_key<'a>(key: &str, names: impl Iterator<Item = &'a DbName>) -> Denial {
+    let mut valid: Vec<String> = POD_KEYS
+        .iter()
+        .map(|k| format!("{PREFIX}{}", k.field))
+        .chain(MARKS.iter().map(|m| m.to_string()))
+        .collect();
+    valid.extend(
+        DB_KEYS
+            .iter()
+            .map(|k| db_key(&DbName::default_db(), k.field)),
+    );
+    for name in names {
+        valid.extend(DB_KEYS.iter().map(|k| db_key(name, k.field)));
+    }
+    valid.sort();
+    valid.dedup();
+    let best = valid
+        .iter()
+        .map(|v| (distance(v, key), v))
+        .min()
+        .filter(|(d, _)| *d <= (key.len() - PREFIX.len()).div_ceil(2).max(2));
+    let fields: Vec<&str> = DB_KEYS.iter().map(|k| k.field).collect();
+    let pod: Vec<String> = POD_KEYS
+        .iter()
+        .map(|k| format!("{PREFIX}{}", k.field))
+        .collect();
+    let hint = match best {
+        Some((_, v)) => format!("did you mean {v}? "),
+        None => String::new(),
+    };
+    Denial::new(
+        key,
+        format!(
+            "is not an rds-iam annotation (a typo?); {hint}Per database: {PREFIX}FIELD for the default database or {PREFIX}NAME.FIELD for a named one, with FIELD one of {}; pod-wide: {}",
+            fields.join(", "),
+            pod.join(", ")
+        ),
+    )
+}
+
+/// Levenshtein distance, for "did you mean" hints.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 #[cfg(test)]
@@ -325,9 +499,12 @@ mod tests {
     #[test]
     fn minimal_request_gets_defaults() {
         let r = parse(&map(&base())).unwrap();
-        assert_eq!(r.port, 5432);
-        assert_eq!(r.sslmode, SslMode::Require);
-        assert_eq!(r.database, None);
+        assert_eq!(r.databases.len(), 1);
+        let db = &r.databases[0];
+        assert!(db.name.is_default());
+        assert_eq!(db.port, None);
+        assert_eq!(db.sslmode, SslMode::Require);
+        assert_eq!(db.database, None);
         assert_eq!(r.containers, None);
         assert_eq!(r.sidecar, None);
     }
@@ -345,30 +522,185 @@ mod tests {
             (RUN_AS_USER, "1000"),
             (SIDECAR, "init-only"),
             (STATUS, "whatever"),
+            ("rds-iam/reports.host", "r.example.com"),
+            ("rds-iam/reports.user", "ro"),
+            ("rds-iam/reports.sslmode", "verify-ca"),
         ]);
         let r = parse(&map(&a)).unwrap();
         assert_eq!(
             r,
             InjectionRequest {
-                host: "db.abc.eu-west-1.rds.amazonaws.com".into(),
-                port: 6432,
-                user: "app".into(),
-                database: Some("orders".into()),
-                region: Some("us-east-2".into()),
+                databases: vec![
+                    DbRequest {
+                        name: DbName::default_db(),
+                        host: "db.abc.eu-west-1.rds.amazonaws.com".into(),
+                        port: Some(6432),
+                        user: "app".into(),
+                        database: Some("orders".into()),
+                        region: Some("us-east-2".into()),
+                        sslmode: SslMode::VerifyFull,
+                    },
+                    DbRequest {
+                        name: DbName::named("reports").unwrap(),
+                        host: "r.example.com".into(),
+                        port: None,
+                        user: "ro".into(),
+                        database: None,
+                        region: None,
+                        sslmode: SslMode::VerifyCa,
+                    },
+                ],
                 containers: Some(vec!["api".into(), "migrate".into()]),
-                sslmode: SslMode::VerifyFull,
-                refresh_interval: Some("5m".into()),
-                run_as_user: Some(1000),
                 sidecar: Some(SidecarMode::InitOnly),
+                refresh_interval: Some(Duration::from_secs(300)),
+                run_as_user: Some(1000),
             }
         );
     }
 
     #[test]
-    fn typo_is_denied() {
+    fn named_databases_only() {
+        let r = parse(&map(&[
+            (ENABLED, "true"),
+            ("rds-iam/b.host", "b.example.com"),
+            ("rds-iam/b.user", "u"),
+            ("rds-iam/a.host", "a.example.com"),
+            ("rds-iam/a.user", "u"),
+        ]))
+        .unwrap();
+        let names: Vec<&str> = r.databases.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+
+    /// Each denial: (annotations added to the base, the key it names, words).
+    #[test]
+    fn denials_name_the_exact_key() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a [&'a str]);
+        let cases: &[Case] = &[
+            (
+                &[("rds-iam/databse", "x")],
+                "rds-iam/databse",
+                &["did you mean rds-iam/database?"],
+            ),
+            (
+                &[("rds-iam/hostname", "x")],
+                "rds-iam/hostname",
+                &["did you mean rds-iam/host?"],
+            ),
+            (
+                &[
+                    ("rds-iam/orders.host", "o"),
+                    ("rds-iam/orders.user", "u"),
+                    ("rds-iam/orders.prot", "1"),
+                ],
+                "rds-iam/orders.prot",
+                &["did you mean rds-iam/orders.port?"],
+            ),
+            (
+                &[
+                    ("rds-iam/orders.host", "o"),
+                    ("rds-iam/orders.user", "u"),
+                    ("rds-iam/order.host", "o"),
+                ],
+                "rds-iam/order.host",
+                &["did you mean rds-iam/orders.host?"],
+            ),
+            (
+                &[
+                    ("rds-iam/orders.port", "70000"),
+                    ("rds-iam/orders.host", "o"),
+                    ("rds-iam/orders.user", "u"),
+                ],
+                "rds-iam/orders.port",
+                &["\"70000\" is outside 1..65535; write a port"],
+            ),
+            (
+                &[("rds-iam/orders.port", "5433")],
+                "rds-iam/orders.host",
+                &["is missing", "database \"orders\" needs one"],
+            ),
+            (
+                &[("rds-iam/orders.host", "o")],
+                "rds-iam/orders.user",
+                &["is missing"],
+            ),
+            (
+                &[("rds-iam/Orders.host", "o")],
+                "rds-iam/Orders.host",
+                &["\"Orders\"", "a-z"],
+            ),
+            (
+                &[("rds-iam/default.host", "o")],
+                "rds-iam/default.host",
+                &["reserved"],
+            ),
+            (
+                &[("rds-iam/this-name-is-far-too-long.host", "o")],
+                "rds-iam/this-name-is-far-too-long.host",
+                &["longer than 20"],
+            ),
+            (
+                &[("rds-iam/orders.containers", "api")],
+                "rds-iam/orders.containers",
+                &["pod-wide", "write rds-iam/containers"],
+            ),
+            (
+                &[("rds-iam/run-as-user", "0")],
+                "rds-iam/run-as-user",
+                &["0 is root"],
+            ),
+            (
+                &[("rds-iam/sidecar", "sidecar")],
+                "rds-iam/sidecar",
+                &["is not one of native, classic, init-only"],
+            ),
+        ];
+        for (extra, key, words) in cases {
+            let mut a = base();
+            a.extend(extra.iter().copied());
+            let d = parse(&map(&a)).unwrap_err();
+            assert_eq!(d.annotation, *key, "{extra:?}: {d}");
+            for w in *words {
+                assert!(d.message.contains(w), "{extra:?}: {d} lacks {w:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn advice_is_said_once() {
         let mut a = base();
-        a.push(("rds-iam/databse", "x"));
+        a.push((PORT, "abc"));
         let d = parse(&map(&a)).unwrap_err();
-        assert!(d.message.contains("rds-iam/databse"), "{d}");
+        assert_eq!(
+            d.to_string(),
+            "annotation rds-iam/port: \"abc\" is not a number; write a port from 1 to 65535, e.g. \"5432\", or remove it for 5432"
+        );
+    }
+
+    #[test]
+    fn at_most_eight_databases() {
+        let mut owned: Vec<(String, String)> = Vec::new();
+        for i in 0..9 {
+            owned.push((format!("rds-iam/db{i}.host"), "h.example.com".into()));
+            owned.push((format!("rds-iam/db{i}.user"), "u".into()));
+        }
+        let mut m: BTreeMap<String, String> = owned.into_iter().collect();
+        m.insert(ENABLED.into(), "true".into());
+        let d = parse(&m).unwrap_err();
+        assert_eq!(d.annotation, "rds-iam/db8.host");
+        assert!(
+            d.message.contains("9 databases") && d.message.contains("at most 8"),
+            "{d}"
+        );
+        m.remove("rds-iam/db8.host");
+        m.remove("rds-iam/db8.user");
+        assert_eq!(parse(&m).unwrap().databases.len(), 8);
+    }
+
+    #[test]
+    fn distances() {
+        assert_eq!(distance("order", "orders"), 1);
+        assert_eq!(distance("kitten", "sitting"), 3);
+        assert_eq!(distance("", "abc"), 3);
     }
 }

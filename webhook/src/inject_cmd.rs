@@ -19,8 +19,6 @@ pub struct InjectReport {
     pub denials: Vec<String>,
     /// Warnings and hints for stderr.
     pub notes: Vec<String>,
-    /// How many pod templates were injected.
-    pub injected: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,10 +171,9 @@ fn process(
                     reason: e.to_string(),
                 }
             })?;
-            for w in &injection.warnings {
+            for w in injection.warnings() {
                 report.notes.push(format!("{what}: warning: {w}"));
             }
-            report.injected += 1;
             let patched: Yaml =
                 serde_yaml::to_value(&pod_json).map_err(|e| InjectError::Patch {
                     doc,

@@ -2,7 +2,9 @@
 //! token agent into pods annotated `rds-iam/enabled: "true"`.
 //!
 //! - [`annotations`] reads the pod annotations into an [`annotations::InjectionRequest`].
-//! - [`mutate`] builds the JSON Patch (pure; shared by `/mutate` and `inject`).
+//! - [`plan`] decides what to inject ([`expand`] handles the kubelet's `$(VAR)`),
+//!   [`render`] writes the JSON Patch, and [`mutate`] joins them (pure; shared by
+//!   `/mutate` and `inject`).
 //! - [`review`] turns an AdmissionReview body into the answer.
 //! - [`server`] serves it over HTTPS ([`tls`] loads and reloads the certificate),
 //!   with [`metrics`] on a separate plain-HTTP listener.
@@ -12,9 +14,12 @@ pub mod annotations;
 pub mod certs_cmd;
 pub mod cli;
 pub mod config;
+pub mod expand;
 pub mod inject_cmd;
 pub mod metrics;
 pub mod mutate;
+pub mod plan;
+pub mod render;
 pub mod review;
 pub mod server;
 pub mod tls;

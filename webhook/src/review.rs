@@ -7,7 +7,7 @@ use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview,
 use kube_core::{DynamicObject, Status};
 
 use crate::config::AgentConfig;
-use crate::mutate::{mutate, Mutation, Unchanged};
+use crate::mutate::{mutate, Injection, Mutation, Unchanged};
 
 /// What the webhook answered (the `result` label of the reviews metric).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -165,18 +165,13 @@ fn review_pod(review: AdmissionReview<Pod>, cfg: &AgentConfig) -> Result<Reviewe
         }
         Ok(Mutation::Inject(injection)) => {
             out.result = ReviewResult::Patched;
-            out.detail = format!(
-                "mode {}, targets {}, uid {}, region {}",
-                injection.mode,
-                injection.targets.join(","),
-                injection.agent_uid,
-                injection.region
-            );
+            out.detail = injection.summary();
+            let Injection { patch, plan } = *injection;
             let mut response = response
-                .with_patch(injection.patch)
+                .with_patch(patch)
                 .map_err(|e| InvalidReview::Serialize(e.to_string()))?;
-            if !injection.warnings.is_empty() {
-                response.warnings = Some(injection.warnings);
+            if !plan.warnings.is_empty() {
+                response.warnings = Some(plan.warnings);
             }
             response
         }

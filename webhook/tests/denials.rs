@@ -27,6 +27,8 @@ struct Case {
 
 const DEPLOY: &str = "deployment-pod.json";
 const IRSA: &str = "irsa-pod.json";
+const MULTI: &str = "multi-db-pod.json";
+const NAMED: &str = "named-only-pod.json";
 
 fn cases() -> Vec<Case> {
     vec![
@@ -140,7 +142,7 @@ fn cases() -> Vec<Case> {
             fixture: DEPLOY,
             edit: |r| set(r, "rds-iam/containers", " , "),
             annotation: "rds-iam/containers",
-            hints: &["names no container"],
+            hints: &["lists nothing", "api,migrate"],
         },
         Case {
             what: "sslmode disable",
@@ -168,7 +170,10 @@ fn cases() -> Vec<Case> {
             fixture: DEPLOY,
             edit: |r| set(r, "rds-iam/sslmode", "strict"),
             annotation: "rds-iam/sslmode",
-            hints: &["not an sslmode", "verify-ca"],
+            hints: &[
+                "is not one of require, verify-ca, verify-full",
+                "write \"require\"",
+            ],
         },
         Case {
             what: "region unknowable",
@@ -216,7 +221,7 @@ fn cases() -> Vec<Case> {
             fixture: DEPLOY,
             edit: |r| set(r, "rds-iam/run-as-user", "app"),
             annotation: "rds-iam/run-as-user",
-            hints: &["not a UID"],
+            hints: &["is not a number", "non-root UID"],
         },
         Case {
             what: "run-as-user differs from the targets",
@@ -250,8 +255,8 @@ fn cases() -> Vec<Case> {
             what: "typo in an annotation",
             fixture: DEPLOY,
             edit: |r| set(r, "rds-iam/databse", "orders"),
-            annotation: "rds-iam/enabled",
-            hints: &["rds-iam/databse", "rds-iam/database"],
+            annotation: "rds-iam/databse",
+            hints: &["did you mean rds-iam/database?"],
         },
         Case {
             what: "empty database",
@@ -287,6 +292,124 @@ fn cases() -> Vec<Case> {
             },
             annotation: "rds-iam/containers",
             hints: &["\"scratch\"", "/var/run/rds-iam"],
+        },
+        Case {
+            what: "two databases with one host, port and user in two regions",
+            fixture: "region-conflict-pod.json",
+            edit: |_| {},
+            annotation: "rds-iam/audit.region",
+            hints: &[
+                "same host, port and user",
+                "one pgpass line",
+                "eu-west-1",
+                "eu-central-1",
+            ],
+        },
+        Case {
+            what: "named database port out of range",
+            fixture: MULTI,
+            edit: |r| set(r, "rds-iam/billing.port", "70000"),
+            annotation: "rds-iam/billing.port",
+            hints: &["\"70000\" is outside 1..65535", "5432"],
+        },
+        Case {
+            what: "named database host with a port",
+            fixture: MULTI,
+            edit: |r| set(r, "rds-iam/reports.host", "db.example.com:5432"),
+            annotation: "rds-iam/reports.host",
+            hints: &["':'", "rds-iam/reports.port"],
+        },
+        Case {
+            what: "named database without a user",
+            fixture: MULTI,
+            edit: |r| remove_annotation(r, "rds-iam/reports.user"),
+            annotation: "rds-iam/reports.user",
+            hints: &["is missing", "database \"reports\""],
+        },
+        Case {
+            what: "a typo in a database name",
+            fixture: MULTI,
+            edit: |r| set(r, "rds-iam/report.sslmode", "verify-full"),
+            annotation: "rds-iam/report.sslmode",
+            hints: &["did you mean rds-iam/reports.sslmode?"],
+        },
+        Case {
+            what: "a typo in a named database's field",
+            fixture: NAMED,
+            edit: |r| set(r, "rds-iam/audit.databse", "audit"),
+            annotation: "rds-iam/audit.databse",
+            hints: &["did you mean rds-iam/audit.database?"],
+        },
+        Case {
+            what: "default is reserved",
+            fixture: MULTI,
+            edit: |r| set(r, "rds-iam/default.host", "db.example.com"),
+            annotation: "rds-iam/default.host",
+            hints: &["reserved"],
+        },
+        Case {
+            what: "an invalid database name",
+            fixture: MULTI,
+            edit: |r| set(r, "rds-iam/Billing.host", "db.example.com"),
+            annotation: "rds-iam/Billing.host",
+            hints: &["\"Billing\"", "a-z, 0-9 and '-'"],
+        },
+        Case {
+            what: "a pod-wide key under a database name",
+            fixture: MULTI,
+            edit: |r| set(r, "rds-iam/reports.refresh-interval", "5m"),
+            annotation: "rds-iam/reports.refresh-interval",
+            hints: &["pod-wide", "write rds-iam/refresh-interval"],
+        },
+        Case {
+            what: "nine databases",
+            fixture: MULTI,
+            edit: |r| {
+                for name in ["d1", "d2", "d3", "d4", "d5", "d6"] {
+                    set(r, &format!("rds-iam/{name}.host"), "db.example.com");
+                    set(r, &format!("rds-iam/{name}.user"), "u");
+                }
+            },
+            annotation: "rds-iam/reports.host",
+            hints: &["9 databases", "at most 8"],
+        },
+        Case {
+            what: "no database at all",
+            fixture: NAMED,
+            edit: |r| {
+                for key in [
+                    "rds-iam/orders.host",
+                    "rds-iam/orders.user",
+                    "rds-iam/orders.database",
+                    "rds-iam/audit.host",
+                    "rds-iam/audit.user",
+                    "rds-iam/audit.sslmode",
+                ] {
+                    remove_annotation(r, key);
+                }
+            },
+            annotation: "rds-iam/host",
+            hints: &["is missing"],
+        },
+        Case {
+            what: "an invalid AWS_REGION in the target's env",
+            fixture: IRSA,
+            edit: |r| {
+                set(r, "rds-iam/host", "pg.internal.example.com");
+                for c in object(r)["spec"]["initContainers"].as_array_mut().unwrap() {
+                    for e in c["env"].as_array_mut().unwrap() {
+                        if e["name"] == "AWS_REGION" {
+                            e["value"] = json!("Ireland");
+                        }
+                    }
+                }
+            },
+            annotation: "rds-iam/region",
+            hints: &[
+                "container \"migrate\"",
+                "AWS_REGION is \"Ireland\"",
+                "eu-west-1",
+            ],
         },
         Case {
             what: "no app containers",

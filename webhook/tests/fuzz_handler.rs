@@ -426,7 +426,7 @@ proptest! {
     }
 
     #[test]
-    fn mutated_fixtures(which in 0usize..3, edits in prop::collection::vec((any::<usize>(), json_leaf()), 1..4), mode in any_mode()) {
+    fn mutated_fixtures(which in 0usize..FIXTURES.len(), edits in prop::collection::vec((any::<usize>(), json_leaf()), 1..4), mode in any_mode()) {
         let mut review = fixture(FIXTURES[which]);
         // Opt the plain pod in, so mutations reach the injection code.
         if which == 2 {

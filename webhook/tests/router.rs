@@ -72,10 +72,10 @@ async fn deployment_pod_gets_a_native_sidecar() {
         .map(|e| (e.name.clone(), e.value.clone().unwrap()))
         .collect();
     let want: Vec<(String, String)> = [
-        ("RDS_IAM_HOST", ORDERS_HOST),
-        ("RDS_IAM_PORT", "5432"),
-        ("RDS_IAM_USER", "orders_app"),
-        ("RDS_IAM_REGION", "eu-west-1"),
+        (
+            "RDS_IAM_DATABASES",
+            "default=postgres://orders_app@orders.cluster-c9akciq32xyz.eu-west-1.rds.amazonaws.com:5432/orders?region=eu-west-1&sslmode=require",
+        ),
         ("RDS_IAM_DIR", "/var/run/rds-iam"),
     ]
     .iter()
@@ -97,15 +97,24 @@ async fn deployment_pod_gets_a_native_sidecar() {
             "PGDATABASE",
             "PGSSLMODE",
             "PGPASSFILE",
-            "RDS_IAM_TOKEN_FILE"
+            "RDS_IAM_TOKEN_FILE",
+            "PGSERVICEFILE",
         ])
     );
     assert_eq!(env_of(api, "LOG_LEVEL").as_deref(), Some("info"));
+    assert_eq!(
+        env_of(api, "PGSERVICEFILE").as_deref(),
+        Some("/var/run/rds-iam/pg_service.conf")
+    );
     assert_eq!(env_of(api, "PGHOST").as_deref(), Some(ORDERS_HOST));
     assert_eq!(env_of(api, "PGPORT").as_deref(), Some("5432"));
     assert_eq!(env_of(api, "PGUSER").as_deref(), Some("orders_app"));
     assert_eq!(env_of(api, "PGDATABASE").as_deref(), Some("orders"));
     assert_eq!(env_of(api, "PGSSLMODE").as_deref(), Some("require"));
+    assert_eq!(
+        env_of(api, "RDS_IAM_TOKEN_FILE").as_deref(),
+        Some("/var/run/rds-iam/token")
+    );
     // The service-account mount is still there, before ours.
     let mounts: Vec<&str> = api
         .volume_mounts
@@ -163,10 +172,7 @@ async fn irsa_pod_carries_the_identity_into_the_agent() {
     assert_eq!(
         env_names(agent),
         strs(&[
-            "RDS_IAM_HOST",
-            "RDS_IAM_PORT",
-            "RDS_IAM_USER",
-            "RDS_IAM_REGION",
+            "RDS_IAM_DATABASES",
             "RDS_IAM_DIR",
             "AWS_STS_REGIONAL_ENDPOINTS",
             "AWS_DEFAULT_REGION",
@@ -203,8 +209,8 @@ async fn irsa_pod_carries_the_identity_into_the_agent() {
         "the agent does not need the Kubernetes API token"
     );
     assert_eq!(
-        env_of(agent, "RDS_IAM_REGION").as_deref(),
-        Some("eu-west-1")
+        env_of(agent, "RDS_IAM_DATABASES").as_deref(),
+        Some("default=postgres://orders_app@orders.cluster-c9akciq32xyz.eu-west-1.rds.amazonaws.com:5432/orders?region=eu-west-1&sslmode=require")
     );
 }
 
@@ -653,7 +659,9 @@ async fn missing_lists_and_maps_are_created() {
 async fn region_resolution_order() {
     let region_of = |resp: &Value, review: &Value| {
         let pod = as_pod(&apply(review, resp));
-        env_of(container(&pod, AGENT), "RDS_IAM_REGION").unwrap()
+        let specs = env_of(container(&pod, AGENT), "RDS_IAM_DATABASES").unwrap();
+        let (_, query) = specs.split_once("?region=").unwrap();
+        query.split('&').next().unwrap().to_owned()
     };
     // Annotation beats the host name.
     let mut review = fixture("deployment-pod.json");
@@ -703,9 +711,12 @@ async fn optional_annotations_reach_agent_and_targets() {
     let agent = container(&pod, AGENT);
     assert_eq!(
         env_of(agent, "RDS_IAM_REFRESH_INTERVAL").as_deref(),
-        Some("5m")
+        Some("300s")
     );
-    assert_eq!(env_of(agent, "RDS_IAM_PORT").as_deref(), Some("6432"));
+    assert_eq!(
+        env_of(agent, "RDS_IAM_DATABASES").as_deref(),
+        Some("default=postgres://orders_app@orders.cluster-c9akciq32xyz.eu-west-1.rds.amazonaws.com:6432?region=eu-west-1&sslmode=verify-full")
+    );
     let api = container(&pod, "api");
     assert_eq!(env_of(api, "PGPORT").as_deref(), Some("6432"));
     assert_eq!(env_of(api, "PGSSLMODE").as_deref(), Some("verify-full"));

@@ -57,7 +57,7 @@ async fn patched_pods_and_inject_output_validate_strictly() {
         "deployment-pod-no-uid.json".into(),
         &named(apply(&review, &resp)),
     );
-    assert_eq!(files.len(), 10);
+    assert_eq!(files.len(), FIXTURES.len() * 3 + 1);
 
     let inject = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/inject");
     for name in ["deployment", "job", "cronjob"] {

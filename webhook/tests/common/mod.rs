@@ -22,7 +22,18 @@ pub const AGENT: &str = "rds-iam-tokenagent";
 pub const AGENT_INIT: &str = "rds-iam-tokenagent-init";
 pub const DIR: &str = "/var/run/rds-iam";
 pub const IMAGE: &str = "example.test/tokenagent:test";
-pub const FIXTURES: [&str; 3] = ["deployment-pod.json", "irsa-pod.json", "plain-pod.json"];
+/// Fixtures the webhook allows. The first three are the original ones (the
+/// fuzz test indexes them); the others have several databases or `$(VAR)`.
+pub const FIXTURES: [&str; 8] = [
+    "deployment-pod.json",
+    "irsa-pod.json",
+    "plain-pod.json",
+    "two-db-pod.json",
+    "multi-db-pod.json",
+    "named-only-pod.json",
+    "shared-line-pod.json",
+    "dollar-pod.json",
+];
 
 pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -307,8 +318,8 @@ pub fn assert_target(c: &Container) {
         Some("/var/run/rds-iam/pgpass")
     );
     assert_eq!(
-        env_of(c, "RDS_IAM_TOKEN_FILE").as_deref(),
-        Some("/var/run/rds-iam/token")
+        env_of(c, "PGSERVICEFILE").as_deref(),
+        Some("/var/run/rds-iam/pg_service.conf")
     );
 }
 

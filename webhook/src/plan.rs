@@ -1,0 +1,529 @@
+//! Decides what to inject into an opted-in pod, without writing any patch:
+//! which containers get the token, which UID the agent runs as, which
+//! databases (with their regions) it serves, which env each target gets, and
+//! what the pod's owner should be warned about. [`crate::render`] turns the
+//! [`Plan`] into a JSON Patch.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, VolumeMount};
+use rds_iam_common::region::{self, RegionError};
+use rds_iam_common::{Endpoint, PGPASS_FILE, PG_SERVICE_FILE};
+
+use crate::annotations::{self, DbRequest, Denial, InjectionRequest};
+use crate::config::{AgentConfig, SidecarMode};
+use crate::expand::{self, expand};
+
+/// Where the agent's files are, in the agent and in the app containers.
+pub const DIR: &str = rds_iam_common::DEFAULT_DIR;
+/// The in-memory volume the agent writes its files into.
+pub const VOLUME: &str = "rds-iam";
+/// Environment the EKS pod identity webhook sets; copied into the agent.
+pub const AWS_ENV: [&str; 7] = [
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_STS_REGIONAL_ENDPOINTS",
+];
+/// Volumes the EKS pod identity webhook mounts; copied into the agent.
+pub const AWS_VOLUMES: [&str; 2] = ["aws-iam-token", "eks-pod-identity-token"];
+
+/// A pod spec's container list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Init,
+    App,
+}
+
+impl Section {
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Init => "initContainers",
+            Self::App => "containers",
+        }
+    }
+}
+
+/// A container that gets the token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetPlan {
+    pub section: Section,
+    pub index: usize,
+    pub name: String,
+    /// The variables to add: those the container does not set already.
+    pub env: Vec<EnvVar>,
+    /// Whether the container has `env` / `volumeMounts` arrays to append to.
+    pub has_env: bool,
+    pub has_mounts: bool,
+}
+
+/// Everything [`crate::render`] needs; nothing else is read from the pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub mode: SidecarMode,
+    pub agent_uid: i64,
+    pub databases: Vec<Endpoint>,
+    pub interval: Option<Duration>,
+    pub targets: Vec<TargetPlan>,
+    /// The pod's AWS identity for the agent: env (as the app sees it) and the
+    /// token volumes' mounts (read-only).
+    pub aws_env: Vec<EnvVar>,
+    pub aws_mounts: Vec<VolumeMount>,
+    /// Admission warnings for the client.
+    pub warnings: Vec<String>,
+    pub image: String,
+    pub resources: crate::config::AgentResources,
+    /// Which of the pod's arrays and maps exist already.
+    pub pod_has_volumes: bool,
+    pub pod_has_init_containers: bool,
+    pub pod_has_annotations: bool,
+}
+
+struct Target<'a> {
+    section: Section,
+    index: usize,
+    container: &'a Container,
+}
+
+/// Plans the injection for an opted-in, not yet injected pod.
+pub fn plan(
+    spec: &PodSpec,
+    has_annotations: bool,
+    req: &InjectionRequest,
+    cfg: &AgentConfig,
+) -> Result<Plan, Denial> {
+    let targets = resolve_targets(spec, req)?;
+    check_volume_free(spec)?;
+    check_mount_path_free(&targets)?;
+    let mut warnings = Vec::new();
+    let agent_uid = resolve_uid(spec, &targets, req, cfg, &mut warnings)?;
+    let databases = resolve_databases(&targets, req, cfg, &mut warnings)?;
+    let (aws_env, aws_mounts) = aws_identity(spec, &targets, &mut warnings);
+    let env = target_env(&databases);
+    let targets = targets
+        .iter()
+        .map(|t| {
+            let existing: BTreeSet<&str> = t
+                .container
+                .env
+                .iter()
+                .flatten()
+                .map(|e| e.name.as_str())
+                .collect();
+            TargetPlan {
+                section: t.section,
+                index: t.index,
+                name: t.container.name.clone(),
+                env: env
+                    .iter()
+                    .filter(|e| !existing.contains(e.name.as_str()))
+                    .cloned()
+                    .collect(),
+                has_env: t.container.env.is_some(),
+                has_mounts: t.container.volume_mounts.is_some(),
+            }
+        })
+        .collect();
+    Ok(Plan {
+        mode: req.sidecar.unwrap_or(cfg.sidecar_mode),
+        agent_uid,
+        databases,
+        interval: req.refresh_interval,
+        targets,
+        aws_env,
+        aws_mounts,
+        warnings,
+        image: cfg.image.clone(),
+        resources: cfg.resources.clone(),
+        pod_has_volumes: spec.volumes.is_some(),
+        pod_has_init_containers: spec.init_containers.is_some(),
+        pod_has_annotations: has_annotations,
+    })
+}
+
+fn resolve_targets<'a>(
+    spec: &'a PodSpec,
+    req: &InjectionRequest,
+) -> Result<Vec<Target<'a>>, Denial> {
+    let inits = spec.init_containers.as_deref().unwrap_or_default();
+    let apps = spec.containers.as_slice();
+    let all = || {
+        inits
+            .iter()
+            .enumerate()
+            .map(|(index, container)| Target {
+                section: Section::Init,
+                index,
+                container,
+            })
+            .chain(apps.iter().enumerate().map(|(index, container)| Target {
+                section: Section::App,
+                index,
+                container,
+            }))
+    };
+    match &req.containers {
+        None => {
+            let targets: Vec<Target> = all().filter(|t| t.section == Section::App).collect();
+            if targets.is_empty() {
+                return Err(Denial::new(
+                    annotations::CONTAINERS,
+                    "the pod has no app containers to give the token to; add containers, or name init containers in rds-iam/containers",
+                ));
+            }
+            Ok(targets)
+        }
+        Some(names) => {
+            if let Some(unknown) = names
+                .iter()
+                .find(|n| !inits.iter().chain(apps).any(|c| &c.name == *n))
+            {
+                let list = |cs: &[Container]| {
+                    cs.iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let mut have = format!("containers: {}", list(apps));
+                if !inits.is_empty() {
+                    have.push_str(&format!("; init containers: {}", list(inits)));
+                }
+                return Err(Denial::new(
+                    annotations::CONTAINERS,
+                    format!(
+                        "no container or init container is named {unknown:?} (the pod has {have}); write a comma-separated list of those names"
+                    ),
+                ));
+            }
+            Ok(all()
+                .filter(|t| names.contains(&t.container.name))
+                .collect())
+        }
+    }
+}
+
+fn check_volume_free(spec: &PodSpec) -> Result<(), Denial> {
+    if spec.volumes.iter().flatten().any(|v| v.name == VOLUME) {
+        return Err(Denial::new(
+            annotations::ENABLED,
+            format!("the pod already has a volume named {VOLUME:?}, which the token agent needs; rename that volume"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_mount_path_free(targets: &[Target]) -> Result<(), Denial> {
+    for t in targets {
+        if let Some(m) = t
+            .container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.mount_path.trim_end_matches('/') == DIR)
+        {
+            return Err(Denial::new(
+                annotations::CONTAINERS,
+                format!(
+                    "container {:?} already mounts volume {:?} at {DIR}, where the token goes; move that mount, or leave the container out of rds-iam/containers",
+                    t.container.name, m.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn resolve_uid(
+    spec: &PodSpec,
+    targets: &[Target],
+    req: &InjectionRequest,
+    cfg: &AgentConfig,
+    warnings: &mut Vec<String>,
+) -> Result<i64, Denial> {
+    let pod_uid = spec.security_context.as_ref().and_then(|s| s.run_as_user);
+    let mut known: BTreeMap<i64, Vec<&str>> = BTreeMap::new();
+    let mut unknown: Vec<&str> = Vec::new();
+    for t in targets {
+        let uid = t
+            .container
+            .security_context
+            .as_ref()
+            .and_then(|s| s.run_as_user)
+            .or(pod_uid);
+        match uid {
+            Some(u) => known.entry(u).or_default().push(&t.container.name),
+            None => unknown.push(&t.container.name),
+        }
+    }
+    if known.len() > 1 {
+        let detail = known
+            .iter()
+            .map(|(uid, names)| format!("{} run as {uid}", names.join(", ")))
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(Denial::new(
+            annotations::CONTAINERS,
+            format!(
+                "the target containers run as different UIDs ({detail}), but the pgpass file (mode 0600) is readable by one UID only; list only containers with the same runAsUser in rds-iam/containers, or give them the same runAsUser"
+            ),
+        ));
+    }
+    let target_uid = known.keys().next().copied();
+    if let Some(u) = req.run_as_user {
+        if let Some(t) = target_uid.filter(|t| *t > 0 && *t != u) {
+            return Err(Denial::new(
+                annotations::RUN_AS_USER,
+                format!(
+                    "\"{u}\" differs from the UID {t} the target containers run as, so they could not read the pgpass file; write \"{t}\" or remove the annotation"
+                ),
+            ));
+        }
+        return Ok(u);
+    }
+    match target_uid {
+        Some(u) if u > 0 => {
+            if !unknown.is_empty() {
+                warnings.push(format!(
+                    "rds-iam: containers {} set no runAsUser; they must run as UID {u} to read {DIR}/{PGPASS_FILE}",
+                    unknown.join(", ")
+                ));
+            }
+            Ok(u)
+        }
+        // Root can read any file: the agent keeps its default, non-root UID.
+        Some(_) => Ok(cfg.default_agent_uid),
+        None => {
+            warnings.push(format!(
+                "rds-iam: no runAsUser known for {}; the token agent runs as UID {}. Set securityContext.runAsUser or annotation rds-iam/run-as-user to your app's UID",
+                unknown.join(", "),
+                cfg.default_agent_uid
+            ));
+            Ok(cfg.default_agent_uid)
+        }
+    }
+}
+
+/// The values a container's env defines with `value`, expanded in order as
+/// the kubelet does. Names defined by `valueFrom` are absent (unknowable).
+fn known_env(c: &Container) -> BTreeMap<String, String> {
+    let mut known = BTreeMap::new();
+    for e in c.env.iter().flatten() {
+        match (&e.value, &e.value_from) {
+            (_, Some(_)) => {
+                known.remove(&e.name);
+            }
+            (v, None) => {
+                let v = expand(v.as_deref().unwrap_or(""), &known).value;
+                known.insert(e.name.clone(), v);
+            }
+        }
+    }
+    known
+}
+
+fn resolve_databases(
+    targets: &[Target],
+    req: &InjectionRequest,
+    cfg: &AgentConfig,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Endpoint>, Denial> {
+    let envs: Vec<(&str, BTreeMap<String, String>)> = targets
+        .iter()
+        .map(|t| (t.container.name.as_str(), known_env(t.container)))
+        .collect();
+    // The first target that sets a region variable decides, as the app sees it.
+    let (env_owner, region_env) = envs
+        .iter()
+        .find(|(_, known)| {
+            region::REGION_ENV
+                .iter()
+                .any(|n| known.get(*n).is_some_and(|v| !v.trim().is_empty()))
+        })
+        .map(|(c, known)| (*c, Some(known)))
+        .unwrap_or(("", None));
+    let env = |name: &'static str| region_env.and_then(|k| k.get(name)).cloned();
+    let mut out: Vec<Endpoint> = Vec::with_capacity(req.databases.len());
+    for db in &req.databases {
+        let DbRequest {
+            name,
+            host,
+            port,
+            user,
+            database,
+            region: explicit,
+            sslmode,
+        } = db;
+        let engine = rds_iam_common::Engine::Postgres;
+        let resolved = region::resolve(
+            explicit.as_deref(),
+            host,
+            env,
+            cfg.default_region.as_deref(),
+        )
+        .map_err(|e| region_denial(db, &e, env_owner))?;
+        if let Some(host_region) = &resolved.contradicts_host {
+            warnings.push(format!(
+                "rds-iam: {} is {:?} but host {host:?} is in {host_region}; tokens are signed for {}, so if the database is in {host_region} every login fails: remove {} or fix it",
+                db.key("region"),
+                resolved.region,
+                resolved.region,
+                db.key("region"),
+            ));
+        }
+        let endpoint = Endpoint {
+            name: name.clone(),
+            engine,
+            host: host.clone(),
+            port: port.unwrap_or(engine.default_port()),
+            user: user.clone(),
+            database: database.clone(),
+            region: resolved.region,
+            sslmode: *sslmode,
+        };
+        if let Some(first) = out
+            .iter()
+            .find(|o| o.token_key() == endpoint.token_key() && o.region != endpoint.region)
+        {
+            return Err(Denial::new(
+                db.key("region"),
+                format!(
+                    "database \"{}\" is signed for region {} but database \"{}\", with the same host, port and user, for {}; they share one pgpass line (libpq takes the first line that matches host, port and user), so both must use one region: set the same region for both",
+                    endpoint.name, endpoint.region, first.name, first.region
+                ),
+            ));
+        }
+        out.push(endpoint);
+    }
+    Ok(out)
+}
+
+fn region_denial(db: &DbRequest, e: &RegionError, env_owner: &str) -> Denial {
+    let key = db.key("region");
+    let message = match e {
+        RegionError::BadExplicit(_) => format!("{e}; write e.g. \"eu-west-1\""),
+        RegionError::BadEnv { .. } => format!(
+            "container {env_owner:?}: {e}; fix the variable, or set {key}: e.g. \"eu-west-1\""
+        ),
+        RegionError::Unknown(host) => format!(
+            "cannot tell the AWS region: host {host:?} is not an RDS endpoint name, no target container sets AWS_REGION or AWS_DEFAULT_REGION, and the webhook has no --default-region; add e.g. {key}: \"eu-west-1\""
+        ),
+    };
+    Denial::new(key, message)
+}
+
+/// The env every target gets (before leaving out what a container sets).
+fn target_env(databases: &[Endpoint]) -> Vec<EnvVar> {
+    let mut env = Vec::new();
+    if let Some(d) = databases.iter().find(|d| d.name.is_default()) {
+        env.push(var("PGHOST", &d.host));
+        env.push(var("PGPORT", &d.port.to_string()));
+        env.push(var("PGUSER", &d.user));
+        if let Some(db) = &d.database {
+            env.push(var("PGDATABASE", db));
+        }
+        env.push(var("PGSSLMODE", d.sslmode.as_str()));
+    }
+    env.push(var("PGPASSFILE", &format!("{DIR}/{PGPASS_FILE}")));
+    for d in databases {
+        if d.name.is_default() {
+            env.push(var(
+                "RDS_IAM_TOKEN_FILE",
+                &format!("{DIR}/{}", d.name.token_file()),
+            ));
+        }
+    }
+    env.push(var("PGSERVICEFILE", &format!("{DIR}/{PG_SERVICE_FILE}")));
+    for d in databases.iter().filter(|d| !d.name.is_default()) {
+        let key = d.name.env_key();
+        env.push(var(
+            &format!("RDS_IAM_{key}_TOKEN_FILE"),
+            &format!("{DIR}/{}", d.name.token_file()),
+        ));
+        env.push(var(&format!("RDS_IAM_{key}_URL"), &d.client_url()));
+    }
+    env
+}
+
+/// An env variable whose value the kubelet passes through unexpanded.
+pub fn var(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(expand::escape(value)),
+        value_from: None,
+    }
+}
+
+/// The AWS env and token mounts of the first target container that has any.
+/// Values are copied as the app sees them after expansion (then escaped), so
+/// the agent gets the same identity; `valueFrom` entries are copied as they
+/// are, since the agent resolves them the same way.
+fn aws_identity(
+    spec: &PodSpec,
+    targets: &[Target],
+    warnings: &mut Vec<String>,
+) -> (Vec<EnvVar>, Vec<VolumeMount>) {
+    let volumes: BTreeSet<&str> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
+    for t in targets {
+        let mut known = BTreeMap::new();
+        let mut copied: BTreeMap<&str, EnvVar> = BTreeMap::new();
+        let mut order: Vec<&str> = Vec::new();
+        for e in t.container.env.iter().flatten() {
+            let name = e.name.as_str();
+            let copy = match (&e.value, &e.value_from) {
+                (_, Some(_)) => {
+                    known.remove(name);
+                    e.clone()
+                }
+                (v, None) => {
+                    let x = expand(v.as_deref().unwrap_or(""), &known);
+                    if AWS_ENV.contains(&name) && !x.unresolved.is_empty() {
+                        warnings.push(format!(
+                            "rds-iam: {name} in container {:?} refers to $({}), which the webhook cannot see (valueFrom, envFrom or undefined); the token agent gets it unexpanded",
+                            t.container.name,
+                            x.unresolved.join("), $(")
+                        ));
+                    }
+                    known.insert(name.to_owned(), x.value.clone());
+                    var(name, &x.value)
+                }
+            };
+            if AWS_ENV.contains(&name) {
+                // A later definition wins, as in the container.
+                if copied.insert(name, copy).is_none() {
+                    order.push(name);
+                }
+            }
+        }
+        let env: Vec<EnvVar> = order.iter().filter_map(|n| copied.remove(n)).collect();
+        let mut seen_paths = BTreeSet::new();
+        let mounts: Vec<VolumeMount> = t
+            .container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| {
+                AWS_VOLUMES.contains(&m.name.as_str())
+                    && volumes.contains(m.name.as_str())
+                    && m.mount_path.trim_end_matches('/') != DIR
+                    && seen_paths.insert(m.mount_path.as_str())
+            })
+            .map(|m| VolumeMount {
+                read_only: Some(true),
+                ..m.clone()
+            })
+            .collect();
+        if !env.is_empty() || !mounts.is_empty() {
+            return (env, mounts);
+        }
+    }
+    (Vec::new(), Vec::new())
+}
