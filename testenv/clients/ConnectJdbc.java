@@ -4,7 +4,9 @@
 // Prints current_user; exits 1 with the error on stderr on failure.
 //
 // Run without a build step (source-launch mode):
-//   java -cp /usr/share/java/postgresql.jar ConnectJdbc.java
+//   java -cp /usr/share/java/postgresql.jar ConnectJdbc.java [URL]
+// With a URL (e.g. "jdbc:postgresql://?service=orders", which pgJDBC >= 42.5
+// resolves through PGSERVICEFILE), the URL is used as given.
 import java.net.URLEncoder;
 import java.nio.charset.StandardCharsets;
 import java.sql.Connection;
@@ -29,7 +31,8 @@ public class ConnectJdbc {
         String user = env("PGUSER", System.getProperty("user.name"));
         String db = env("PGDATABASE", user);
         String sslmode = env("PGSSLMODE", "prefer");
-        String url = "jdbc:postgresql://" + host + ":" + port + "/" + enc(db)
+        String url = args.length > 0 ? args[0]
+                : "jdbc:postgresql://" + host + ":" + port + "/" + enc(db)
                 + "?sslmode=" + enc(sslmode) + "&user=" + enc(user);
         try (Connection c = DriverManager.getConnection(url, new Properties());
              Statement s = c.createStatement();

@@ -4,6 +4,11 @@
 // through its `pgpass` module. Prints current_user; exits 1 with the error on
 // stderr on failure.
 //
+// With an argument, the connection string is read from the env variable it
+// names (e.g. RDS_IAM_ORDERS_URL, a URL without a password); pg still takes
+// the password from PGPASSFILE:
+//   node connect_node.js RDS_IAM_ORDERS_URL
+//
 // Note: pg maps PGSSLMODE=require to `ssl: true`, which VERIFIES the server
 // certificate against Node's CA store (unlike libpq's require). Against RDS
 // that needs NODE_EXTRA_CA_CERTS=<RDS CA bundle>; the harness passes its
@@ -13,7 +18,12 @@ const path = require('path')
 const { Client } = require(path.join(__dirname, '..', 'node', 'node_modules', 'pg'))
 
 async function main() {
-  const client = new Client()
+  const urlEnv = process.argv[2]
+  if (urlEnv && !process.env[urlEnv]) {
+    process.stderr.write('node-postgres: ' + urlEnv + ' is not set\n')
+    process.exit(1)
+  }
+  const client = urlEnv ? new Client({ connectionString: process.env[urlEnv] }) : new Client()
   try {
     await client.connect()
     const res = await client.query('select current_user')

@@ -95,6 +95,14 @@ impl PgRds {
     /// Start a fresh server with these login users (at least one; the first
     /// also names the database). Takes about a second.
     pub fn start(users: &[&str]) -> Result<PgRds> {
+        Self::start_with(users, &[])
+    }
+
+    /// Like [`PgRds::start`], plus databases reached as other endpoints of
+    /// the same server: each `(name, host)` creates database `name` that
+    /// accepts only tokens signed for `host:PORT` (e.g. `127.0.0.1`, where
+    /// the default endpoint is `localhost`).
+    pub fn start_with(users: &[&str], extra_dbs: &[(&str, &str)]) -> Result<PgRds> {
         if users.is_empty() {
             bail!("PgRds::start needs at least one user");
         }
@@ -109,7 +117,7 @@ impl PgRds {
         // A port picked from 127.0.0.1:0 can be taken by someone else before
         // postgres binds it; retry with a new one in that case only.
         for _ in 0..3 {
-            match Self::try_start(&script, users) {
+            match Self::try_start(&script, users, extra_dbs) {
                 Ok(pg) => return Ok(pg),
                 Err(e) if format!("{e:#}").contains("could not bind") => last_err = Some(e),
                 Err(e) => return Err(e),
@@ -118,7 +126,7 @@ impl PgRds {
         Err(last_err.unwrap_or_else(|| anyhow!("PgRds::start failed")))
     }
 
-    fn try_start(script: &Path, users: &[&str]) -> Result<PgRds> {
+    fn try_start(script: &Path, users: &[&str], extra_dbs: &[(&str, &str)]) -> Result<PgRds> {
         let dir = tempfile::Builder::new()
             .prefix("pgrds-")
             .tempdir_in("/tmp")
@@ -126,8 +134,13 @@ impl PgRds {
         let port = free_port()?;
         let endpoint = format!("{HOST}:{port}");
         let keys = dir.path().join("keys.json");
+        let extra: Vec<String> = extra_dbs
+            .iter()
+            .flat_map(|(db, host)| ["--extra-db".to_owned(), format!("{db}={host}")])
+            .collect();
         let out = Command::new(script)
             .arg("start")
+            .args(&extra)
             .arg("--dir")
             .arg(dir.path())
             .args(["--port", &port.to_string()])
@@ -362,9 +375,24 @@ pub fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// The four client probes. Each connects using only the libpq environment
-/// given to [`run_client`] (no password), runs `select current_user` and
-/// prints it.
+/// How a client picks its database. Whatever it is, no password is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// The libpq environment alone (PGHOST, PGPORT, PGUSER, ...).
+    Env,
+    /// A `pg_service.conf` section through PGSERVICEFILE: `service=NAME`
+    /// (psql, psycopg) or `jdbc:postgresql://?service=NAME` (pgJDBC).
+    Service(&'a str),
+    /// A URL from the env variable `url_env` (node-postgres: password from
+    /// PGPASSFILE; asyncpg: password from the file `token_env` names).
+    Url {
+        url_env: &'a str,
+        token_env: &'a str,
+    },
+}
+
+/// The client probes. Each connects using only the environment given to
+/// [`run_client`] (no password), runs `select current_user` and prints it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Client {
     /// Stock `psql` (libpq), with `-w` so it never prompts.
@@ -375,6 +403,8 @@ pub enum Client {
     Node,
     /// pgJDBC (Debian jar) in java source-launch mode: testenv/clients/ConnectJdbc.java.
     Jdbc,
+    /// asyncpg from `.venv` (URL targets only): testenv/clients/connect_asyncpg.py.
+    Asyncpg,
 }
 
 impl Client {
@@ -383,20 +413,33 @@ impl Client {
     /// The client's program and arguments, to run it elsewhere (e.g. in a
     /// test pod's container environment).
     pub fn argv(self) -> Result<Vec<String>> {
-        let c = self.command()?;
+        self.argv_to(Target::Env)
+    }
+
+    /// Like [`Client::argv`], connecting to `target`.
+    pub fn argv_to(self, target: Target<'_>) -> Result<Vec<String>> {
+        let c = self.command(target)?;
         Ok(std::iter::once(c.get_program())
             .chain(c.get_args())
             .map(|s| s.to_string_lossy().into_owned())
             .collect())
     }
 
-    fn command(self) -> Result<Command> {
+    fn command(self, target: Target<'_>) -> Result<Command> {
         let clients = repo_root().join("testenv/clients");
+        let unsupported = || anyhow!("client {self:?} cannot connect to {target:?}");
         Ok(match self {
             Client::Psql => {
                 let mut c = Command::new(require_cmd("psql")?);
                 c.args(["-X", "-w", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
                 c.args(["-c", "select current_user"]);
+                match target {
+                    Target::Env => {}
+                    Target::Service(name) => {
+                        c.arg(format!("service={name}"));
+                    }
+                    Target::Url { .. } => return Err(unsupported()),
+                }
                 c
             }
             Client::Psycopg => {
@@ -405,6 +448,13 @@ impl Client {
                     &clients.join("connect_psycopg.py"),
                     "connect_psycopg.py",
                 )?);
+                match target {
+                    Target::Env => {}
+                    Target::Service(name) => {
+                        c.arg(format!("service={name}"));
+                    }
+                    Target::Url { .. } => return Err(unsupported()),
+                }
                 c
             }
             Client::Node => {
@@ -417,6 +467,13 @@ impl Client {
                     &clients.join("connect_node.js"),
                     "connect_node.js",
                 )?);
+                match target {
+                    Target::Env => {}
+                    Target::Url { url_env, .. } => {
+                        c.arg(url_env);
+                    }
+                    Target::Service(_) => return Err(unsupported()),
+                }
                 c
             }
             Client::Jdbc => {
@@ -426,6 +483,25 @@ impl Client {
                     &clients.join("ConnectJdbc.java"),
                     "ConnectJdbc.java",
                 )?);
+                match target {
+                    Target::Env => {}
+                    Target::Service(name) => {
+                        c.arg(format!("jdbc:postgresql://?service={name}"));
+                    }
+                    Target::Url { .. } => return Err(unsupported()),
+                }
+                c
+            }
+            Client::Asyncpg => {
+                let Target::Url { url_env, token_env } = target else {
+                    return Err(unsupported());
+                };
+                let mut c = Command::new(venv_python()?);
+                c.arg(require_file(
+                    &clients.join("connect_asyncpg.py"),
+                    "connect_asyncpg.py",
+                )?);
+                c.args([url_env, token_env]);
                 c
             }
         })
@@ -440,7 +516,16 @@ where
     K: AsRef<OsStr>,
     V: AsRef<OsStr>,
 {
-    let mut cmd = kind.command()?;
+    run_client_to(kind, Target::Env, env)
+}
+
+/// Like [`run_client`], connecting to `target`.
+pub fn run_client_to<K, V>(kind: Client, target: Target<'_>, env: &[(K, V)]) -> Result<String>
+where
+    K: AsRef<OsStr>,
+    V: AsRef<OsStr>,
+{
+    let mut cmd = kind.command(target)?;
     cmd.env_clear();
     if let Some(path) = std::env::var_os("PATH") {
         cmd.env("PATH", path);

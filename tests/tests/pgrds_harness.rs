@@ -434,3 +434,65 @@ fn node_pgpass_misreads_a_field_ending_in_backslash() {
         "unexpected node error: {err:#}"
     );
 }
+
+/// A database of the same server reached as another endpoint (`127.0.0.1`
+/// instead of `localhost`) accepts only tokens signed for that host name,
+/// with the host name libpq picks its pgpass line by.
+#[test]
+fn second_endpoint_checks_its_own_host_name() {
+    let pg = PgRds::start_with(&["two_hosts"], &[("reports", "127.0.0.1")]).expect("server");
+    let (akid, secret) = key(&pg, "twohosts");
+    let token = |host: &str| {
+        botocore_token(&TokenRequest {
+            host,
+            port: pg.port(),
+            user: "two_hosts",
+            region: REGION,
+            akid: &akid,
+            secret: &secret,
+            session_token: None,
+            time: None,
+        })
+        .expect("token")
+    };
+    let (by_name, by_ip) = (token(HOST), token("127.0.0.1"));
+    let scratch = Scratch::new();
+    let pgpass = scratch.dir.path().join("pgpass");
+    let lines = |ip_token: &str| {
+        vec![
+            pgpass_line(HOST, pg.port(), "*", "two_hosts", &by_name),
+            pgpass_line("127.0.0.1", pg.port(), "*", "two_hosts", ip_token),
+        ]
+    };
+    write_pgpass(&pgpass, &lines(&by_ip)).expect("pgpass");
+    let mut env = pg.libpq_env("two_hosts", &pgpass);
+    assert_eq!(
+        pg.run_client(Client::Psql, &env).expect("default database"),
+        "two_hosts"
+    );
+    let set = |env: &mut Vec<(String, String)>, k: &str, v: &str| {
+        env.retain(|(n, _)| n != k);
+        env.push((k.to_owned(), v.to_owned()));
+    };
+    set(&mut env, "PGHOST", "127.0.0.1");
+    set(&mut env, "PGDATABASE", "reports");
+    for kind in Client::ALL {
+        let who = pg
+            .run_client(kind, &env)
+            .unwrap_or_else(|e| panic!("{kind:?} to reports: {e:#}"));
+        assert_eq!(who, "two_hosts", "{kind:?}");
+    }
+    // The localhost token on the 127.0.0.1 line: refused by the endpoint check.
+    write_pgpass(&pgpass, &lines(&by_name)).expect("pgpass");
+    let r = pg.run_client(Client::Psql, &env);
+    assert_rejected(
+        &pg,
+        r,
+        &akid,
+        &format!(
+            "token is for endpoint localhost:{}, this server is 127.0.0.1:{}",
+            pg.port(),
+            pg.port()
+        ),
+    );
+}

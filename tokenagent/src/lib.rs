@@ -24,6 +24,7 @@ pub mod health;
 pub mod logging;
 pub mod pgpass;
 pub mod probe;
+pub mod proxy;
 pub mod region;
 pub mod signer;
 pub mod token;
