@@ -27,4 +27,5 @@ pub mod probe;
 pub mod proxy;
 pub mod region;
 pub mod signer;
+pub mod source;
 pub mod token;

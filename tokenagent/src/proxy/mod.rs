@@ -1,5 +1,19 @@
-//! Proxy mode: the agent serves a local socket per database, and connects
+//! Proxy mode: the agent serves a local socket per database and connects
 //! upstream over TLS with the current token, so every client works without a
 //! password.
+//!
+//! - [`pg_wire`]: the PostgreSQL protocol as pure functions over bytes;
+//! - [`pg_session`]: one client connection, from startup to splice;
+//! - [`splice`]: the byte pipe after the login;
+//! - [`tls`]: upstream TLS per sslmode;
+//! - [`cancel`]: cancel keys to upstream addresses;
+//! - [`listener`]: sockets, the connection limit and the lifecycle;
+//! - [`metrics`]: counters by database.
 
+pub mod cancel;
+pub mod listener;
+pub mod metrics;
+pub mod pg_session;
 pub mod pg_wire;
+pub mod splice;
+pub mod tls;
