@@ -30,21 +30,25 @@ pub const MAX_DATABASES: usize = 8;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Engine {
     Postgres,
+    /// MySQL, MariaDB and Aurora MySQL.
+    Mysql,
 }
 
 impl Engine {
-    pub const ALL: [Engine; 1] = [Engine::Postgres];
+    pub const ALL: [Engine; 2] = [Engine::Postgres, Engine::Mysql];
 
     /// The spelling in annotations and in a spec's scheme.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Postgres => "postgres",
+            Self::Mysql => "mysql",
         }
     }
 
     pub fn default_port(self) -> u16 {
         match self {
             Self::Postgres => crate::DEFAULT_PORT,
+            Self::Mysql => crate::DEFAULT_MYSQL_PORT,
         }
     }
 
@@ -52,7 +56,13 @@ impl Engine {
         Self::ALL
             .into_iter()
             .find(|e| e.as_str() == value)
-            .ok_or(FieldError::NotOneOf("postgres"))
+            .ok_or(FieldError::NotOneOf("postgres, mysql"))
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -389,7 +399,7 @@ mod tests {
             ),
             (
                 "a=mongo://u@h:1?region=us-east-1",
-                "ENGINE \"mongo\" is not one of postgres",
+                "ENGINE \"mongo\" is not one of postgres, mysql",
             ),
             ("a=postgres://h:1?region=us-east-1", "is not of the form"),
             (

@@ -36,6 +36,8 @@ pub const PG_SERVICE_FILE: &str = "pg_service.conf";
 pub const AGENT_BINARY: &str = "rds-iam-tokenagent";
 /// The default PostgreSQL port.
 pub const DEFAULT_PORT: u16 = 5432;
+/// The default MySQL and MariaDB port.
+pub const DEFAULT_MYSQL_PORT: u16 = 3306;
 /// The default refresh interval of the agent.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(600);
 /// The shortest refresh interval accepted.

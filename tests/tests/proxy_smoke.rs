@@ -9,8 +9,8 @@ use rds_iam_e2e::pgrds::{run_client, Client, PgRds, REGION};
 use rds_iam_tokenagent::proxy::cancel::CancelMap;
 use rds_iam_tokenagent::proxy::listener::{self, Bind, Limits, Listener};
 use rds_iam_tokenagent::proxy::metrics::ProxyMetrics;
-use rds_iam_tokenagent::proxy::pg_session::PgUpstream;
 use rds_iam_tokenagent::proxy::tls;
+use rds_iam_tokenagent::proxy::upstream::Upstream;
 use rds_iam_tokenagent::source::{Current, TokenSource};
 use rds_iam_tokenagent::token::Token;
 
@@ -41,7 +41,7 @@ fn psql_through_the_socket() {
     let sock = dir.path().join(".s.PGSQL.5432");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let metrics = Arc::new(ProxyMetrics::new([&DbName::default_db()]));
-    let up = Arc::new(PgUpstream {
+    let up = Arc::new(Upstream {
         source,
         tls: tls::client_config(SslMode::Require, None, false).unwrap(),
         server_name: tls::server_name("localhost").unwrap(),

@@ -21,8 +21,9 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{watch, Semaphore};
 
 use super::metrics::Failure;
-use super::pg_session::{self, PgUpstream};
 use super::pg_wire::{self, sqlstate};
+use super::upstream::Upstream;
+use super::{mysql_session, pg_session};
 
 /// Where a database's proxy listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +125,7 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Serves `listeners` until `shutdown` completes, then drains (see the module
 /// docs). Returns how many sessions were cut.
 pub async fn run(
-    listeners: Vec<(Listener, Arc<PgUpstream>)>,
+    listeners: Vec<(Listener, Arc<Upstream>)>,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> usize {
@@ -173,7 +174,7 @@ pub async fn run(
 
 async fn accept_loop(
     listener: Listener,
-    up: Arc<PgUpstream>,
+    up: Arc<Upstream>,
     slots: Arc<Semaphore>,
     refusals: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
@@ -219,10 +220,13 @@ async fn accept_loop(
     }
 }
 
-async fn serve(conn: Conn, up: Arc<PgUpstream>) {
-    match conn {
-        Conn::Unix(s) => pg_session::serve(s, up).await,
-        Conn::Tcp(s) => pg_session::serve(s, up).await,
+async fn serve(conn: Conn, up: Arc<Upstream>) {
+    use rds_iam_common::Engine;
+    match (conn, up.source.endpoint.engine) {
+        (Conn::Unix(s), Engine::Postgres) => pg_session::serve(s, up).await,
+        (Conn::Tcp(s), Engine::Postgres) => pg_session::serve(s, up).await,
+        (Conn::Unix(s), Engine::Mysql) => mysql_session::serve(s, up).await,
+        (Conn::Tcp(s), Engine::Mysql) => mysql_session::serve(s, up).await,
     }
 }
 

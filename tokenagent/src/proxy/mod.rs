@@ -4,6 +4,8 @@
 //!
 //! - [`pg_wire`]: the PostgreSQL protocol as pure functions over bytes;
 //! - [`pg_session`]: one client connection, from startup to splice;
+//! - [`mysql_wire`] and [`mysql_session`]: the same for MySQL and MariaDB;
+//! - [`upstream`]: what a session needs to reach its database;
 //! - [`splice`]: the byte pipe after the login;
 //! - [`tls`]: upstream TLS per sslmode;
 //! - [`cancel`]: cancel keys to upstream addresses;
@@ -13,7 +15,10 @@
 pub mod cancel;
 pub mod listener;
 pub mod metrics;
+pub mod mysql_session;
+pub mod mysql_wire;
 pub mod pg_session;
 pub mod pg_wire;
 pub mod splice;
 pub mod tls;
+pub mod upstream;

@@ -10,37 +10,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rustls::pki_types::ServerName;
-use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use super::cancel::CancelMap;
-use super::metrics::{Failure, ProxyMetrics};
+use super::metrics::Failure;
 use super::pg_wire::{self, sqlstate, AuthRequest, CancelKey, Initial, Parsed, Startup};
 use super::splice;
-use crate::source::TokenSource;
-
-/// Everything a session needs to reach one database.
-pub struct PgUpstream {
-    pub source: Arc<TokenSource>,
-    pub tls: Arc<ClientConfig>,
-    pub server_name: ServerName<'static>,
-    /// Direct TLS (ALPN `postgresql`) instead of the SSLRequest handshake.
-    pub direct_tls: bool,
-    /// For connecting, TLS and the login together.
-    pub connect_timeout: Duration,
-    pub cancels: CancelMap,
-    pub metrics: Arc<ProxyMetrics>,
-}
-
-impl PgUpstream {
-    fn label(&self) -> String {
-        let e = &self.source.endpoint;
-        format!("{}:{}", e.host, e.port)
-    }
-}
+use super::upstream::{Upstream, UNREACHABLE_HINT};
 
 /// How long a client may take to send its startup packet.
 pub const CLIENT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,7 +44,7 @@ impl Refusal {
 }
 
 /// Serves one client connection to the end.
-pub async fn serve<C>(mut client: C, up: Arc<PgUpstream>)
+pub async fn serve<C>(mut client: C, up: Arc<Upstream>)
 where
     C: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -86,7 +63,7 @@ where
 }
 
 /// `Err(None)`: the client went away or only cancelled; nothing to answer.
-async fn session<C>(client: &mut C, up: &PgUpstream) -> Result<(), Option<Refusal>>
+async fn session<C>(client: &mut C, up: &Upstream) -> Result<(), Option<Refusal>>
 where
     C: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -237,16 +214,16 @@ async fn read_more<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> usize 
     }
 }
 
-type Upstream = TlsStream<TcpStream>;
+type Tls = TlsStream<TcpStream>;
 
 /// Connects upstream over TLS and logs in with `token`. Returns the stream,
 /// the address it reached (for cancel requests) and the bytes read past the
 /// authentication exchange.
 async fn login(
-    up: &PgUpstream,
+    up: &Upstream,
     startup: &Startup,
     token: &str,
-) -> Result<(Upstream, SocketAddr, Vec<u8>), Option<Refusal>> {
+) -> Result<(Tls, SocketAddr, Vec<u8>), Option<Refusal>> {
     let (mut tls, addr) = connect_tls(up, None).await?;
     let fail = |failure, code, message: String, hint: Option<&str>| {
         Some(Refusal::new(failure, code, message, hint))
@@ -382,7 +359,7 @@ async fn next_message<S: AsyncRead + Unpin>(
 /// ReadyForQuery, and returns the session's cancel key.
 async fn pass_session_start<C>(
     client: &mut C,
-    upstream: &mut Upstream,
+    upstream: &mut Tls,
     mut pending: Vec<u8>,
 ) -> Result<Option<CancelKey>, Option<Refusal>>
 where
@@ -425,40 +402,17 @@ where
 /// Connects to the endpoint (or to `addr`, the address a session used) and
 /// starts TLS.
 async fn connect_tls(
-    up: &PgUpstream,
+    up: &Upstream,
     addr: Option<SocketAddr>,
-) -> Result<(Upstream, SocketAddr), Option<Refusal>> {
-    let e = &up.source.endpoint;
-    let unreachable = |detail: String| {
+) -> Result<(Tls, SocketAddr), Option<Refusal>> {
+    let (mut tcp, addr) = up.connect_tcp(addr).await.map_err(|detail| {
         Some(Refusal::new(
             Failure::Upstream,
             sqlstate::CANNOT_CONNECT,
             format!("cannot reach upstream {}: {detail}", up.label()),
-            Some("check rds-iam/host and rds-iam/port, DNS, and the database's security group or network policy"),
+            Some(UNREACHABLE_HINT),
         ))
-    };
-    let addrs: Vec<SocketAddr> = match addr {
-        Some(a) => vec![a],
-        None => tokio::net::lookup_host((e.host.as_str(), e.port))
-            .await
-            .map_err(|err| unreachable(format!("cannot resolve {}: {err}", e.host)))?
-            .collect(),
-    };
-    let mut last = String::from("no address");
-    let mut stream = None;
-    for a in addrs {
-        match TcpStream::connect(a).await {
-            Ok(s) => {
-                stream = Some((s, a));
-                break;
-            }
-            Err(err) => last = format!("{a}: {err}"),
-        }
-    }
-    let Some((mut tcp, addr)) = stream else {
-        return Err(unreachable(last));
-    };
-    let _ = tcp.set_nodelay(true);
+    })?;
     let tls_refused = |detail: String| {
         Some(Refusal::new(
             Failure::Tls,
@@ -473,7 +427,7 @@ async fn connect_tls(
     if !up.direct_tls {
         tcp.write_all(&pg_wire::ssl_request())
             .await
-            .map_err(|err| unreachable(err.to_string()))?;
+            .map_err(|err| tls_refused(format!("closed the connection: {err}")))?;
         let mut answer = [0u8; 1];
         tcp.read_exact(&mut answer).await.map_err(|err| {
             tls_refused(format!("closed the connection after the SSLRequest: {err}"))
@@ -494,7 +448,7 @@ async fn connect_tls(
 
 /// Forwards a cancel request to the address of the session it names, over
 /// TLS like the session. Unknown keys are dropped, as the server does.
-async fn cancel(up: &PgUpstream, key: &CancelKey) {
+async fn cancel(up: &Upstream, key: &CancelKey) {
     let Some(addr) = up.cancels.get(key) else {
         tracing::debug!(db = %up.source.endpoint.name, "cancel request for an unknown session");
         return;
