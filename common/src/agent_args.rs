@@ -85,6 +85,7 @@ mod tests {
             database: None,
             region: "us-east-1".into(),
             sslmode: SslMode::Require,
+            access: Default::default(),
         };
         let env = agent_env(
             &[db("default", "a.example"), db("orders", "b.example")],

@@ -25,6 +25,11 @@ pub const DEFAULT_NAME: &str = "default";
 pub const MAX_NAME_LEN: usize = 20;
 /// At most this many databases per pod.
 pub const MAX_DATABASES: usize = 8;
+/// The port in the proxy's PostgreSQL socket name, and the `PGPORT` clients
+/// get in proxy mode.
+pub const PROXY_PG_PORT: u16 = 5432;
+/// The proxy's MySQL socket file name.
+pub const MYSQL_SOCKET: &str = "mysqld.sock";
 
 /// The database engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -174,6 +179,48 @@ impl fmt::Display for DbName {
     }
 }
 
+/// How the app reaches a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The app connects to the database itself, with the files the agent
+    /// writes (pgpass, token, pg_service.conf, my.cnf).
+    #[default]
+    Files,
+    /// The app connects to the agent's local socket; the agent connects
+    /// upstream over TLS with the token. The files are written too.
+    Proxy,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 2] = [Self::Files, Self::Proxy];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Files => "files",
+            Self::Proxy => "proxy",
+        }
+    }
+
+    pub fn parse(value: &str) -> Result<Self, FieldError> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str() == value)
+            .ok_or(FieldError::NotOneOf("files, proxy"))
+    }
+}
+
+/// The access settings of a database besides its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Access {
+    pub mode: Mode,
+    /// Proxy mode: also listen on `127.0.0.1:PORT`.
+    pub proxy_port: Option<u16>,
+    /// Proxy mode, PostgreSQL: start TLS directly (ALPN `postgresql`,
+    /// PostgreSQL 17+) instead of with an SSLRequest (libpq's
+    /// `sslnegotiation=direct`).
+    pub direct_tls: bool,
+}
+
 /// One database of a pod, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -185,7 +232,34 @@ pub struct Endpoint {
     pub database: Option<String>,
     pub region: String,
     pub sslmode: SslMode,
+    pub access: Access,
 }
+
+/// The optional query parameters of a spec besides `region`, each with its
+/// parser; their defaults are left out when a spec is written.
+type ParamParse = fn(&str, &mut Endpoint) -> Result<(), FieldError>;
+const PARAMS: &[(&str, ParamParse)] = &[
+    ("sslmode", |v, e| {
+        e.sslmode = SslMode::parse(v)?;
+        Ok(())
+    }),
+    ("mode", |v, e| {
+        e.access.mode = Mode::parse(v)?;
+        Ok(())
+    }),
+    ("proxy-port", |v, e| {
+        e.access.proxy_port = Some(field::parse_port(v)?);
+        Ok(())
+    }),
+    ("sslnegotiation", |v, e| {
+        e.access.direct_tls = match v {
+            "direct" => true,
+            "postgres" => false,
+            _ => return Err(FieldError::NotOneOf("postgres, direct")),
+        };
+        Ok(())
+    }),
+];
 
 /// The form every spec error points to.
 pub const SPEC_FORM: &str = "NAME=postgres://USER@HOST:PORT/DATABASE?region=REGION&sslmode=require";
@@ -213,33 +287,76 @@ impl Endpoint {
             database,
             region,
             sslmode,
+            access,
         } = self;
         let db = database
             .as_deref()
             .map(|d| format!("/{}", pct::encode(d)))
             .unwrap_or_default();
-        format!(
+        let mut spec = format!(
             "{name}={}://{}@{host}:{port}{db}?region={region}&sslmode={sslmode}",
             engine.as_str(),
             pct::encode(user),
-        )
+        );
+        let Access {
+            mode,
+            proxy_port,
+            direct_tls,
+        } = access;
+        if *mode != Mode::Files {
+            spec.push_str(&format!("&mode={}", mode.as_str()));
+        }
+        if let Some(p) = proxy_port {
+            spec.push_str(&format!("&proxy-port={p}"));
+        }
+        if *direct_tls {
+            spec.push_str("&sslnegotiation=direct");
+        }
+        spec
     }
 
     /// A libpq-style URI with no password, for clients that take a URL:
-    /// `postgresql://user@host:port/db?sslmode=require`.
-    pub fn client_url(&self) -> String {
+    /// `postgresql://user@host:port/db?sslmode=require`, or in proxy mode
+    /// the agent's socket in `dir`:
+    /// `postgresql:///db?host=DIR/NAME&port=5432&user=user&sslmode=disable`.
+    pub fn client_url(&self, dir: &str) -> String {
         let db = self
             .database
             .as_deref()
             .map(pct::encode)
             .unwrap_or_default();
-        format!(
-            "postgresql://{}@{}:{}/{db}?sslmode={}",
-            pct::encode(&self.user),
-            self.host,
-            self.port,
-            self.sslmode
-        )
+        let user = pct::encode(&self.user);
+        match self.access.mode {
+            Mode::Files => format!(
+                "postgresql://{user}@{}:{}/{db}?sslmode={}",
+                self.host, self.port, self.sslmode
+            ),
+            Mode::Proxy => format!(
+                "postgresql:///{db}?host={}&port={PROXY_PG_PORT}&user={user}&sslmode=disable",
+                self.socket_dir(dir)
+            ),
+        }
+    }
+
+    /// The directory of the proxy's Unix socket: `dir` itself for the
+    /// default database, `dir/NAME` for a named one.
+    pub fn socket_dir(&self, dir: &str) -> String {
+        let dir = dir.trim_end_matches('/');
+        if self.name.is_default() {
+            dir.to_owned()
+        } else {
+            format!("{dir}/{}", self.name)
+        }
+    }
+
+    /// The proxy's Unix socket: `.s.PGSQL.5432` (what libpq looks for with
+    /// `host=DIR port=5432`) or `mysqld.sock`, in [`Endpoint::socket_dir`].
+    pub fn socket_path(&self, dir: &str) -> String {
+        let file = match self.engine {
+            Engine::Postgres => format!(".s.PGSQL.{PROXY_PG_PORT}"),
+            Engine::Mysql => MYSQL_SOCKET.to_owned(),
+        };
+        format!("{}/{file}", self.socket_dir(dir))
     }
 
     /// The token depends on these and nothing else (not the database name).
@@ -284,35 +401,36 @@ impl Endpoint {
             None => (host_port, engine.default_port()),
         };
         field::validate_host(host).map_err(|e| part("HOST", host, &e))?;
+        let mut endpoint = Self {
+            name,
+            engine,
+            host: host.to_owned(),
+            port,
+            user,
+            database,
+            region: String::new(),
+            sslmode: SslMode::Require,
+            access: Access::default(),
+        };
         let mut region = None;
-        let mut sslmode = SslMode::Require;
         for kv in query.split('&').filter(|kv| !kv.is_empty()) {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            match k {
-                "region" => region = Some(v),
-                "sslmode" => sslmode = SslMode::parse(v).map_err(|e| part("sslmode", v, &e))?,
-                other => {
-                    return Err(SpecError::Part {
-                        part: "query parameter",
-                        problem: format!("{other:?} is unknown; use region and sslmode"),
-                    })
-                }
+            if k == "region" {
+                region = Some(v);
+                continue;
             }
+            let Some((key, parse)) = PARAMS.iter().find(|(p, _)| *p == k) else {
+                let known: Vec<&str> = PARAMS.iter().map(|(p, _)| *p).collect();
+                return Err(SpecError::Part {
+                    part: "query parameter",
+                    problem: format!("{k:?} is unknown; use region, {}", known.join(", ")),
+                });
+            };
+            parse(v, &mut endpoint).map_err(|e| part(key, v, &e))?;
         }
         let resolved = region::resolve(region, host, env, None)?;
-        Ok((
-            Self {
-                name,
-                engine,
-                host: host.to_owned(),
-                port,
-                user,
-                database,
-                region: resolved.region,
-                sslmode,
-            },
-            resolved.source,
-        ))
+        endpoint.region = resolved.region;
+        Ok((endpoint, resolved.source))
     }
 }
 
@@ -337,6 +455,7 @@ mod tests {
             database: Some("my db".into()),
             region: "eu-west-1".into(),
             sslmode: SslMode::VerifyFull,
+            access: Access::default(),
         }
     }
 
@@ -347,8 +466,24 @@ mod tests {
             "orders-ro=postgres://report%24%28X%29_user@orders.cluster-ro-abc.eu-west-1.rds.amazonaws.com:5433/my%20db?region=eu-west-1&sslmode=verify-full"
         );
         assert_eq!(
-            orders().client_url(),
+            orders().client_url("/var/run/rds-iam"),
             "postgresql://report%24%28X%29_user@orders.cluster-ro-abc.eu-west-1.rds.amazonaws.com:5433/my%20db?sslmode=verify-full"
+        );
+        let mut proxied = orders();
+        proxied.access.mode = Mode::Proxy;
+        assert_eq!(
+            proxied.client_url("/var/run/rds-iam/"),
+            "postgresql:///my%20db?host=/var/run/rds-iam/orders-ro&port=5432&user=report%24%28X%29_user&sslmode=disable"
+        );
+        assert_eq!(
+            proxied.socket_path("/var/run/rds-iam"),
+            "/var/run/rds-iam/orders-ro/.s.PGSQL.5432"
+        );
+        proxied.name = DbName::default_db();
+        proxied.engine = Engine::Mysql;
+        assert_eq!(
+            proxied.socket_path("/var/run/rds-iam"),
+            "/var/run/rds-iam/mysqld.sock"
         );
     }
 
@@ -364,6 +499,18 @@ mod tests {
             Endpoint::parse_spec(&no_db.to_spec(), |_| None).unwrap().0,
             no_db
         );
+        let mut proxied = e.clone();
+        proxied.access = Access {
+            mode: Mode::Proxy,
+            proxy_port: Some(6432),
+            direct_tls: true,
+        };
+        let spec = proxied.to_spec();
+        assert!(
+            spec.ends_with("&sslmode=verify-full&mode=proxy&proxy-port=6432&sslnegotiation=direct"),
+            "{spec}"
+        );
+        assert_eq!(Endpoint::parse_spec(&spec, |_| None).unwrap().0, proxied);
     }
 
     #[test]
@@ -437,7 +584,11 @@ mod tests {
             ),
             (
                 "a=postgres://u@h:1?region=us-east-1&x=1",
-                "\"x\" is unknown",
+                "\"x\" is unknown; use region, sslmode, mode, proxy-port, sslnegotiation",
+            ),
+            (
+                "a=postgres://u@h:1?region=us-east-1&mode=sidecar",
+                "mode \"sidecar\" is not one of files, proxy",
             ),
         ];
         for (spec, want) in cases {
@@ -491,6 +642,7 @@ mod tests {
                 database: db,
                 region: "us-east-1".into(),
                 sslmode: SslMode::Require,
+                access: Access::default(),
             };
             proptest::prop_assume!(field::validate_user(&e.user).is_ok());
             proptest::prop_assume!(e.database.as_deref().is_none_or(|d| field::validate_database(d).is_ok()));

@@ -17,7 +17,7 @@ pub mod field;
 pub mod pct;
 pub mod region;
 
-pub use endpoint::{DbName, Endpoint, Engine, SslMode};
+pub use endpoint::{Access, DbName, Endpoint, Engine, Mode, SslMode};
 pub use field::{
     check_interval, describe, parse_duration, parse_interval, parse_port, parse_region, parse_uid,
     validate_database, validate_host, validate_user, FieldError,

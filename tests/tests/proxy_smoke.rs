@@ -30,6 +30,7 @@ fn psql_through_the_socket() {
         database: None,
         region: REGION.into(),
         sslmode: SslMode::Require,
+        access: Default::default(),
     };
     let source = Arc::new(TokenSource::new(endpoint));
     source.set(Current {

@@ -22,6 +22,7 @@ pub mod doctor;
 pub mod files;
 pub mod health;
 pub mod logging;
+pub mod outputs;
 pub mod pgpass;
 pub mod probe;
 pub mod proxy;

@@ -78,6 +78,7 @@ mod tests {
             database: None,
             region: "us-east-1".into(),
             sslmode: SslMode::Require,
+            access: Default::default(),
         });
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
         assert!(s.current().is_none());

@@ -383,6 +383,7 @@ fn resolve_databases(
             database: database.clone(),
             region: resolved.region,
             sslmode: *sslmode,
+            access: Default::default(),
         };
         if let Some(first) = out
             .iter()
@@ -443,7 +444,7 @@ fn target_env(databases: &[Endpoint]) -> Vec<EnvVar> {
             &format!("RDS_IAM_{key}_TOKEN_FILE"),
             &format!("{DIR}/{}", d.name.token_file()),
         ));
-        env.push(var(&format!("RDS_IAM_{key}_URL"), &d.client_url()));
+        env.push(var(&format!("RDS_IAM_{key}_URL"), &d.client_url(DIR)));
     }
     env
 }
