@@ -139,6 +139,50 @@ impl Drop for Running {
     }
 }
 
+// ---- The credential providers' own HTTP client, over TLS -----------------
+
+/// The agent replaces aws-config's HTTP client (to cap answers): it must
+/// still speak HTTPS and verify the endpoint against the system's roots
+/// (`SSL_CERT_FILE` here).
+#[test]
+fn credentials_over_https_are_verified() -> Result<()> {
+    let ep = rt().block_on(Stub::pod_identity())?;
+    let (front, ca) = rt().block_on(stubs::tls_front(ep.addr))?;
+    let home = tempfile::tempdir()?;
+    let ca_file = home.path().join("ca.pem");
+    fs::write(&ca_file, ca)?;
+    let url = format!("https://localhost:{}", front.port());
+    let dir = tempfile::tempdir()?;
+    let mut cmd = agent(home.path(), dir.path(), 5432)?;
+    pod_identity(&mut cmd, home.path(), &url)?;
+    let (r, _) = run_within(
+        cmd.env("SSL_CERT_FILE", &ca_file).arg("--once"),
+        Duration::from_secs(20),
+    )?;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let token = fs::read_to_string(dir.path().join("token"))?;
+    assert!(
+        param(&token, "X-Amz-Credential").starts_with(&ep.creds().akid),
+        "signed with the credentials from the HTTPS endpoint"
+    );
+    // With another CA the endpoint is not trusted.
+    let (_, other_ca) = rt().block_on(stubs::tls_front(ep.addr))?;
+    let other = home.path().join("other-ca.pem");
+    fs::write(&other, other_ca)?;
+    let seen = ep.seen().len();
+    let dir = tempfile::tempdir()?;
+    let mut cmd = agent(home.path(), dir.path(), 5432)?;
+    pod_identity(&mut cmd, home.path(), &url)?;
+    let (r, _) = run_within(
+        cmd.env("SSL_CERT_FILE", &other).arg("--once"),
+        Duration::from_secs(20),
+    )?;
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(r.stderr.contains("token refresh failed"), "{}", r.stderr);
+    assert_eq!(ep.seen().len(), seen, "no request got through");
+    Ok(())
+}
+
 // ---- 5: a token never outlives the credentials that signed it ----------
 
 #[test]
