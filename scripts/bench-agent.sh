@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The token agent's figures for BENCHMARKS.md: signing (criterion), --once wall
-# time and peak RSS, idle RSS and CPU of the long-running agent, binary size.
-# Static env credentials, files on tmpfs (like the pod's memory-backed emptyDir).
+# time and peak RSS, idle RSS and CPU of the long-running agent, binary size,
+# and peak RSS against a 200 MB credential answer. Static env credentials
+# (except for the last), files on tmpfs (like the pod's memory-backed emptyDir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IDLE_SECONDS="${IDLE_SECONDS:-60}"
@@ -36,6 +37,41 @@ read -r utime stime < <(awk '{print $14, $15}' "/proc/$pid/stat")
 grep -E 'VmRSS|VmHWM' "/proc/$pid/status"
 echo "CPU: $(( (utime + stime) * 1000 / hz )) ms in ${IDLE_SECONDS}s"
 kill -TERM "$pid"; wait "$pid" || true
+
+echo "== --once against a Pod Identity endpoint answering 200 MB (chunked): peak RSS"
+python3 - "$WORK/port" <<'PY' &
+import http.server, json, socketserver, sys, time
+creds = json.dumps({"Code": "Success", "Type": "AWS-HMAC", "AccessKeyId": "ASIAEXAMPLE",
+                    "SecretAccessKey": "secret", "Token": "token",
+                    "Expiration": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))}).encode()
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        chunk = b" " * 65536
+        try:
+            for _ in range(3200):  # 200 MiB of JSON whitespace, then the credentials
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(creds), creds))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    def log_message(self, *args):
+        pass
+server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), H)
+open(sys.argv[1], "w").write(str(server.server_address[1]))
+server.serve_forever()
+PY
+server=$!
+while [ ! -s "$WORK/port" ]; do sleep 0.1; done
+env -i PATH="$PATH" HOME="$WORK" AWS_EC2_METADATA_DISABLED=true \
+  AWS_CONTAINER_CREDENTIALS_FULL_URI="http://127.0.0.1:$(cat "$WORK/port")/v1/credentials" \
+  AWS_CONTAINER_AUTHORIZATION_TOKEN=jwt \
+  RDS_IAM_HOST=mydb.c9akciq32.us-east-1.rds.amazonaws.com RDS_IAM_USER=app_user RDS_IAM_DIR="$WORK/dir2" \
+  /usr/bin/time -v "$BIN" --once 2>&1 >/dev/null | grep -E 'larger than|Maximum resident|Elapsed|Exit status' || true
+kill "$server"; wait "$server" 2>/dev/null || true
 
 echo "== signing one token (criterion)"
 cargo bench --locked -p rds-iam-tokenagent --bench sign -- --warm-up-time 1 --measurement-time 5 2>&1 | grep -E '^sign|time:'

@@ -3,8 +3,13 @@
 for the agent's differential test).
 
 stdin: a JSON array of {host, port, user, region, akid, secret,
-session_token (or null), time (unix seconds)}; stdout: a JSON array of tokens
-in the same order. Run with the project's venv.
+session_token (or null), time (unix seconds), expires (optional, seconds,
+default 900)}; stdout: a JSON array of tokens in the same order. Run with the
+project's venv.
+
+generate_db_auth_token always signs X-Amz-Expires=900; for another
+`expires` the same presigning call is made with that expires_in (the agent
+lowers it to the life left of credentials that expire sooner).
 """
 
 import datetime
@@ -12,7 +17,34 @@ import json
 import sys
 
 import botocore.auth
+import botocore.awsrequest
 import botocore.session
+
+
+def db_auth_token(client, c):
+    expires = c.get("expires", 900)
+    if expires == 900:
+        return client.generate_db_auth_token(
+            DBHostname=c["host"], Port=c["port"], DBUsername=c["user"], Region=c["region"]
+        )
+    # botocore.signers.generate_db_auth_token with expires_in=expires.
+    request_dict = {
+        "url_path": "/",
+        "query_string": "",
+        "headers": {},
+        "body": {"Action": "connect", "DBUser": c["user"]},
+        "method": "GET",
+    }
+    scheme = "https://"
+    botocore.awsrequest.prepare_request_dict(request_dict, f"{scheme}{c['host']}:{c['port']}")
+    url = client._request_signer.generate_presigned_url(
+        operation_name="connect",
+        request_dict=request_dict,
+        region_name=c["region"],
+        expires_in=expires,
+        signing_name="rds-db",
+    )
+    return url[len(scheme):]
 
 
 def main():
@@ -33,11 +65,7 @@ def main():
             aws_secret_access_key=c["secret"],
             aws_session_token=c["session_token"],
         )
-        out.append(
-            client.generate_db_auth_token(
-                DBHostname=c["host"], Port=c["port"], DBUsername=c["user"], Region=c["region"]
-            )
-        )
+        out.append(db_auth_token(client, c))
     json.dump(out, sys.stdout)
 
 

@@ -53,6 +53,22 @@ pub enum Mode {
     Fail,
     /// Never answer.
     Hang,
+    /// The credentials answer cut off right after the session token (the
+    /// secret key, before it, is complete too).
+    Truncated,
+    /// The credentials answer, with status 500.
+    FailWithCredentials,
+}
+
+/// The `Expiration` a stub writes into its answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expiry {
+    /// This long from now.
+    In(Duration),
+    /// This long ago.
+    Ago(Duration),
+    /// This text, e.g. `not-a-date`.
+    Text(String),
 }
 
 /// One recorded request.
@@ -66,7 +82,7 @@ pub struct Seen {
 
 struct Inner {
     creds: Mutex<IssuedCreds>,
-    lifetime: Mutex<Duration>,
+    expiry: Mutex<Expiry>,
     mode: Mutex<Mode>,
     seen: Mutex<Vec<Seen>>,
 }
@@ -97,11 +113,11 @@ impl Stub {
     }
     /// How long handed-out credentials live.
     pub fn set_lifetime(&self, d: Duration) {
-        *self
-            .inner
-            .lifetime
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = d;
+        self.set_expiry(Expiry::In(d));
+    }
+    /// The `Expiration` of handed-out credentials.
+    pub fn set_expiry(&self, e: Expiry) {
+        *self.inner.expiry.lock().unwrap_or_else(|e| e.into_inner()) = e;
     }
     pub fn seen(&self) -> Vec<Seen> {
         self.inner
@@ -129,7 +145,7 @@ impl Stub {
     async fn start(answer: fn(&Inner, &Seen) -> Response) -> anyhow::Result<Stub> {
         let inner = Arc::new(Inner {
             creds: Mutex::new(IssuedCreds::random(900)),
-            lifetime: Mutex::new(Duration::from_secs(3600)),
+            expiry: Mutex::new(Expiry::In(Duration::from_secs(3600))),
             mode: Mutex::new(Mode::Ok),
             seen: Mutex::new(Vec::new()),
         });
@@ -168,6 +184,9 @@ impl Stub {
                             (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
                         }
                         Mode::Deny | Mode::Ok => answer(&inner, &seen),
+                        Mode::Truncated | Mode::FailWithCredentials => {
+                            malformed(mode, &inner, answer(&inner, &seen)).await
+                        }
                     }
                 },
             )
@@ -180,8 +199,169 @@ impl Stub {
 }
 
 fn expiration(inner: &Inner) -> String {
-    let lifetime = *inner.lifetime.lock().unwrap_or_else(|e| e.into_inner());
-    humantime::format_rfc3339_seconds(SystemTime::now() + lifetime).to_string()
+    let at = |t| humantime::format_rfc3339_seconds(t).to_string();
+    match &*inner.expiry.lock().unwrap_or_else(|e| e.into_inner()) {
+        Expiry::In(d) => at(SystemTime::now() + *d),
+        Expiry::Ago(d) => at(SystemTime::now() - *d),
+        Expiry::Text(t) => t.clone(),
+    }
+}
+
+/// Turns a good credentials answer into a `Truncated` or
+/// `FailWithCredentials` one (other answers, like the IMDS session token,
+/// stay good).
+async fn malformed(mode: Mode, inner: &Inner, good: Response) -> Response {
+    let (mut parts, body) = good.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    if !bytes.windows(15).any(|w| w == b"SecretAccessKey") {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    }
+    let token = inner
+        .creds
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .session_token
+        .clone();
+    let bytes = match mode {
+        Mode::Truncated => {
+            let end = bytes
+                .windows(token.len())
+                .position(|w| w == token.as_bytes())
+                .map_or(bytes.len(), |p| p + token.len());
+            bytes.slice(..end)
+        }
+        _ => {
+            parts.status = StatusCode::INTERNAL_SERVER_ERROR;
+            bytes
+        }
+    };
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+/// A credential endpoint (any path, any method) that answers every request
+/// with `200` and a body of `padding` spaces followed by `json`: valid JSON
+/// credentials behind hundreds of megabytes. The body is streamed (never
+/// held in memory), with a `Content-Length` if `declared`, else chunked.
+pub async fn padded_endpoint(json: String, padding: u64, declared: bool) -> anyhow::Result<Padded> {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let padded = Padded {
+        addr: listener.local_addr()?,
+        sent: Arc::default(),
+        requests: Arc::default(),
+    };
+    let (counter, requests) = (padded.sent.clone(), padded.requests.clone());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let json = json.clone();
+            let sent = counter.clone();
+            let requests = requests.clone();
+            tokio::spawn(async move {
+                // The request head; its body (if any) is ignored.
+                let mut head = Vec::new();
+                let mut b = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut b).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&b[..n]),
+                    }
+                }
+                requests.fetch_add(1, Ordering::Relaxed);
+                let total = padding + json.len() as u64;
+                let framing = if declared {
+                    format!("content-length: {total}")
+                } else {
+                    "transfer-encoding: chunked".to_owned()
+                };
+                let start = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{framing}\r\n\r\n"
+                );
+                if conn.write_all(start.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b' '; 64 * 1024];
+                let mut left = padding;
+                while left > 0 {
+                    let n = left.min(chunk.len() as u64) as usize;
+                    if conn.write_all(&frame(declared, &chunk[..n])).await.is_err() {
+                        return;
+                    }
+                    sent.fetch_add(n as u64, Ordering::Relaxed);
+                    left -= n as u64;
+                }
+                let mut tail = frame(declared, json.as_bytes());
+                if !declared {
+                    tail.extend_from_slice(b"0\r\n\r\n");
+                }
+                if conn.write_all(&tail).await.is_ok() {
+                    sent.fetch_add(total - padding, Ordering::Relaxed);
+                }
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    Ok(padded)
+}
+
+/// An HTTPS front for a stub: TLS for `localhost` with a fresh CA, each
+/// connection passed on to `backend` as plain TCP. Returns its address and
+/// the CA certificate in PEM (for `SSL_CERT_FILE`).
+pub async fn tls_front(backend: SocketAddr) -> anyhow::Result<(SocketAddr, String)> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name
+        .push(DnType::CommonName, "credential stub CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = Issuer::from_params(&ca, &ca_key);
+    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()])?;
+    leaf.is_ca = IsCa::ExplicitNoCa;
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let key = KeyPair::generate()?;
+    let cert = leaf.signed_by(&key, &issuer)?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(conn).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    Ok((addr, ca_cert.pem()))
+}
+
+/// A running [`padded_endpoint`].
+pub struct Padded {
+    pub addr: SocketAddr,
+    /// Body bytes it managed to send, over all requests.
+    pub sent: Arc<std::sync::atomic::AtomicU64>,
+    /// Requests it answered.
+    pub requests: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Decodes an `application/x-www-form-urlencoded` body.
@@ -251,19 +431,36 @@ fn sts_answer(inner: &Inner, seen: &Seen) -> Response {
     (StatusCode::OK, [("content-type", "text/xml")], body).into_response()
 }
 
+/// `data` as it goes on the wire: as is with a `Content-Length`, else as one
+/// chunk.
+fn frame(declared: bool, data: &[u8]) -> Vec<u8> {
+    if declared {
+        return data.to_vec();
+    }
+    let mut f = format!("{:x}\r\n", data.len()).into_bytes();
+    f.extend_from_slice(data);
+    f.extend_from_slice(b"\r\n");
+    f
+}
+
 fn creds_json(inner: &Inner) -> String {
     let c = inner
         .creds
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    container_json(&c, &expiration(inner))
+}
+
+/// The JSON answer of the container / Pod Identity / IMDS endpoints.
+pub fn container_json(c: &IssuedCreds, expiration: &str) -> String {
     serde_json::json!({
         "Code": "Success",
         "Type": "AWS-HMAC",
         "AccessKeyId": c.akid,
         "SecretAccessKey": c.secret,
         "Token": c.session_token,
-        "Expiration": expiration(inner),
+        "Expiration": expiration,
         "LastUpdated": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
     })
     .to_string()
@@ -286,6 +483,8 @@ fn container_answer(inner: &Inner, _seen: &Seen) -> Response {
 }
 
 const IMDS_ROLE: &str = "demo-instance-role";
+/// The IMDSv2 session token the IMDS stub hands out and expects.
+pub const IMDS_SESSION_TOKEN: &str = "imds-session-token";
 
 fn imds_answer(inner: &Inner, seen: &Seen) -> Response {
     let path = seen.path.split('?').next().unwrap_or("");
@@ -293,7 +492,7 @@ fn imds_answer(inner: &Inner, seen: &Seen) -> Response {
         return (
             StatusCode::OK,
             [("x-aws-ec2-metadata-token-ttl-seconds", "21600")],
-            "imds-session-token",
+            IMDS_SESSION_TOKEN,
         )
             .into_response();
     }
@@ -301,7 +500,7 @@ fn imds_answer(inner: &Inner, seen: &Seen) -> Response {
         .headers
         .get("x-aws-ec2-metadata-token")
         .map(String::as_str)
-        != Some("imds-session-token")
+        != Some(IMDS_SESSION_TOKEN)
     {
         return StatusCode::UNAUTHORIZED.into_response();
     }

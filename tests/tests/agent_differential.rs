@@ -1,6 +1,9 @@
 //! The agent's tokens against botocore's `generate_db_auth_token`: the same
 //! parameters and the same signature for random hosts, users, ports,
-//! regions, session tokens and times (parameter order may differ).
+//! regions, session tokens and times (parameter order may differ), and for
+//! credentials that expire within the 15 minutes (the agent then signs
+//! `X-Amz-Expires` = the whole seconds they have left; botocore presigns the
+//! same request with that `expires_in`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -135,21 +138,30 @@ fn tokens_match_botocore() -> Result<()> {
             )
         });
         let time: u64 = rand::random_range(1_500_000_000..2_000_000_000);
-        let creds = Credentials::new(&akid, &secret, session_token.clone(), None, "test");
+        // A third of the credentials expire within the 15 minutes, at a
+        // random millisecond after `time + life`: the token lives `life` s.
+        let (expiry, expires) = if i % 3 == 1 {
+            let life: u64 = rand::random_range(1..=899);
+            let ms: u64 = rand::random_range(0..1000);
+            (
+                Some(UNIX_EPOCH + Duration::from_millis((time + life) * 1000 + ms)),
+                life,
+            )
+        } else {
+            (None, 900)
+        };
+        let creds = Credentials::new(&akid, &secret, session_token.clone(), expiry, "test");
         let spec = TokenSpec {
             host: host.clone(),
             port,
             user: user.clone(),
             region: region.clone(),
         };
-        ours.push(sign_token(
-            &spec,
-            &creds,
-            UNIX_EPOCH + Duration::from_secs(time),
-        )?);
+        ours.push(sign_token(&spec, &creds, UNIX_EPOCH + Duration::from_secs(time))?.token);
         cases.push(serde_json::json!({
             "host": host, "port": port, "user": user, "region": region,
             "akid": akid, "secret": secret, "session_token": session_token, "time": time,
+            "expires": expires,
         }));
     }
     let mut child = Command::new(venv_python()?)
@@ -178,6 +190,11 @@ fn tokens_match_botocore() -> Result<()> {
         assert_eq!(ours_base, their_base, "case {i}: {}", cases[i]);
         assert_eq!(ours_params, their_params, "case {i}: {}", cases[i]);
         assert_eq!(ours_params["X-Amz-Signature"].len(), 64);
+        assert_eq!(
+            ours_params["X-Amz-Expires"],
+            cases[i]["expires"].to_string(),
+            "case {i}"
+        );
     }
     Ok(())
 }

@@ -39,7 +39,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let t =
                 sign_token(black_box(&spec), black_box(&session), SystemTime::now()).expect("sign");
-            pgpass::line(&spec.host, spec.port, &spec.user, t.expose()).expect("line")
+            pgpass::line(&spec.host, spec.port, &spec.user, t.token.expose()).expect("line")
         })
     });
 }

@@ -13,8 +13,8 @@ use rds_iam_common::{PGPASS_FILE, TOKEN_FILE};
 use crate::creds::{CredentialSource, CredsError};
 use crate::files;
 use crate::pgpass;
-use crate::signer::{self, TokenSpec};
-use crate::token::{unix_secs, Token};
+use crate::signer::{self, SignedToken, TokenSpec};
+use crate::token::unix_secs;
 
 /// Files are private to the agent's UID (libpq refuses group/world bits).
 pub const FILE_MODE: u32 = 0o600;
@@ -22,8 +22,15 @@ pub const FILE_MODE: u32 = 0o600;
 pub const BACKOFF_START: Duration = Duration::from_secs(1);
 /// Longest retry delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// Readiness needs more than this much token life left.
+/// Readiness needs more than this much token life left. It is also the
+/// default `--min-life` of `probe`, and credentials that expire sooner are
+/// never used to sign (so `--once` fails rather than write a dying token).
 pub const READY_MIN_LIFE: Duration = Duration::from_secs(120);
+/// The next refresh comes at the latest when the token has this much life
+/// left, so readiness holds across refreshes.
+pub const REFRESH_MARGIN: Duration = Duration::from_secs(150);
+/// Successful refreshes are never closer together than this.
+pub const MIN_REFRESH_GAP: Duration = Duration::from_secs(5);
 
 /// Counters and timestamps shared with the health server.
 #[derive(Debug, Default)]
@@ -83,12 +90,8 @@ pub enum RefreshError {
     Sign(#[from] signer::SignError),
     #[error(transparent)]
     Pgpass(#[from] pgpass::PgpassError),
-    #[error("cannot write {path}: {source} (the previous files are kept)")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Write(#[from] files::ReplaceError),
     #[error("shut down before the refresh finished")]
     Cancelled,
 }
@@ -96,6 +99,7 @@ pub enum RefreshError {
 /// What a successful refresh produced (never the token itself).
 #[derive(Debug, Clone, Copy)]
 pub struct Refreshed {
+    /// The token's effective expiry: never after the credentials'.
     pub expires_at: SystemTime,
 }
 
@@ -136,12 +140,19 @@ impl Agent {
         let result = tokio::select! {
             biased;
             () = shutdown => Err(RefreshError::Cancelled),
-            r = self.creds.credentials() => r.map_err(RefreshError::from),
+            r = self.creds.credentials(READY_MIN_LIFE) => r.map_err(RefreshError::from),
         };
-        let result = result.and_then(|creds| {
-            let token = signer::sign_token(&self.spec, &creds, SystemTime::now())?;
-            self.write_files(&token)
-        });
+        let result = match result {
+            Ok(creds) => match signer::sign_token(&self.spec, &creds, SystemTime::now()) {
+                Ok(signed) => self.write_files(&signed),
+                Err(e) => {
+                    // Credentials that cannot sign are fetched anew next time.
+                    self.creds.forget().await;
+                    Err(e.into())
+                }
+            },
+            Err(e) => Err(e),
+        };
         let now = unix_secs(SystemTime::now());
         match &result {
             Ok(r) => {
@@ -160,31 +171,31 @@ impl Agent {
         result
     }
 
-    fn write_files(&self, token: &Token) -> Result<Refreshed, RefreshError> {
-        let expires_at = token
-            .expires_at()
-            .map_err(|e| signer::SignError::from_msg(e.to_string()))?;
+    /// Writes both files, or neither.
+    fn write_files(&self, signed: &SignedToken) -> Result<Refreshed, RefreshError> {
+        let SignedToken { token, expires_at } = signed;
         let line = pgpass::line(
             &self.spec.host,
             self.spec.port,
             &self.spec.user,
             token.expose(),
         )?;
-        let write = |name: &str, data: &[u8]| {
-            files::write_atomic(&self.dir, name, data, FILE_MODE).map_err(|source| {
-                RefreshError::Write {
-                    path: self.dir.join(name),
-                    source,
-                }
-            })
-        };
-        write(TOKEN_FILE, token.expose().as_bytes())?;
-        write(PGPASS_FILE, line.as_bytes())?;
-        Ok(Refreshed { expires_at })
+        files::replace_all(
+            &self.dir,
+            &[
+                (TOKEN_FILE, token.expose().as_bytes()),
+                (PGPASS_FILE, line.as_bytes()),
+            ],
+            FILE_MODE,
+        )?;
+        Ok(Refreshed {
+            expires_at: *expires_at,
+        })
     }
 
-    /// Refreshes every `interval` (minus a small jitter) until `shutdown`
-    /// completes. After a failure it retries after 1 s, 2 s, 4 s ... up to
+    /// Refreshes every `interval` (minus a small jitter), or sooner when the
+    /// token would otherwise have less than [`REFRESH_MARGIN`] left, until
+    /// `shutdown` completes. After a failure it retries after 1 s, 2 s, 4 s ... up to
     /// 30 s, keeping the last good files in place.
     pub async fn run(&self, interval: Duration, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
@@ -201,7 +212,11 @@ impl Agent {
             let next = match self.refresh_once(&mut shutdown).await {
                 Ok(r) => {
                     backoff = BACKOFF_START;
-                    let next = jittered(interval);
+                    let life = r
+                        .expires_at
+                        .duration_since(SystemTime::now())
+                        .unwrap_or_default();
+                    let next = jittered(next_refresh(interval, life));
                     tracing::info!(
                         host = %self.spec.host,
                         port = self.spec.port,
@@ -237,6 +252,17 @@ impl Agent {
     }
 }
 
+/// When to refresh after a success: after `interval`, or when the token
+/// (with `token_life` left now) reaches [`REFRESH_MARGIN`] (but not sooner
+/// than [`MIN_REFRESH_GAP`]), whichever comes first.
+pub fn next_refresh(interval: Duration, token_life: Duration) -> Duration {
+    interval.min(
+        token_life
+            .saturating_sub(REFRESH_MARGIN)
+            .max(MIN_REFRESH_GAP),
+    )
+}
+
 /// Subtracts up to 5% (at most 30 s) so that many pods do not refresh in
 /// lockstep, and a refresh never comes later than the interval.
 pub fn jittered(interval: Duration) -> Duration {
@@ -261,6 +287,8 @@ mod tests {
         calls: Arc<AtomicUsize>,
         fail: Arc<Mutex<bool>>,
         times: Times,
+        /// Seconds from now the credentials expire (negative: ago); None: never.
+        expires_in: Arc<Mutex<Option<i64>>>,
     }
 
     type Times = Arc<Mutex<Vec<tokio::time::Instant>>>;
@@ -277,14 +305,29 @@ mod tests {
                     "endpoint returned 500",
                 )))
             } else {
+                let exp = self.expires_in.lock().unwrap().map(|secs| {
+                    let d = Duration::from_secs(secs.unsigned_abs());
+                    if secs >= 0 {
+                        SystemTime::now() + d
+                    } else {
+                        SystemTime::now() - d
+                    }
+                });
                 future::ProvideCredentials::ready(Ok(Credentials::new(
-                    "AKID", "secret", None, None, "test",
+                    "AKID", "secret", None, exp, "test",
                 )))
             }
         }
     }
 
     fn agent(dir: &Path) -> (Agent, Arc<AtomicUsize>, Arc<Mutex<bool>>, Times) {
+        agent_with_expiry(dir, None)
+    }
+
+    fn agent_with_expiry(
+        dir: &Path,
+        expires_in: Option<i64>,
+    ) -> (Agent, Arc<AtomicUsize>, Arc<Mutex<bool>>, Times) {
         let calls = Arc::new(AtomicUsize::new(0));
         let fail = Arc::new(Mutex::new(false));
         let times = Times::default();
@@ -292,6 +335,7 @@ mod tests {
             calls: calls.clone(),
             fail: fail.clone(),
             times: times.clone(),
+            expires_in: Arc::new(Mutex::new(expires_in)),
         };
         let spec = TokenSpec {
             host: "db.abc.us-east-1.rds.amazonaws.com".into(),
@@ -390,6 +434,101 @@ mod tests {
         task.await.unwrap();
         assert!(before.elapsed() < Duration::from_millis(1));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    fn token_life(dir: &Path) -> u64 {
+        let t = std::fs::read_to_string(dir.join("token")).unwrap();
+        let exp = crate::token::expires_at(&t).unwrap();
+        exp.duration_since(SystemTime::now()).unwrap().as_secs()
+    }
+
+    #[tokio::test]
+    async fn token_expires_with_its_credentials() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, _, _, _) = agent_with_expiry(d.path(), Some(300));
+        let r = a.refresh_once(std::future::pending()).await.unwrap();
+        let life = r.expires_at.duration_since(SystemTime::now()).unwrap();
+        assert!(
+            life <= Duration::from_secs(300) && life > Duration::from_secs(295),
+            "{life:?}"
+        );
+        // The files, readiness and the metric all say the same.
+        assert!((295..=300).contains(&token_life(d.path())));
+        let status = a.status();
+        assert_eq!(
+            status.token_expiry.load(Ordering::Relaxed),
+            unix_secs(r.expires_at)
+        );
+        assert!(!status.ready(SystemTime::now() + Duration::from_secs(181)));
+        assert!(crate::probe::probe(d.path(), Duration::from_secs(120), SystemTime::now()).is_ok());
+        assert!(
+            crate::probe::probe(d.path(), Duration::from_secs(301), SystemTime::now()).is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn dying_or_expired_credentials_never_sign() {
+        for secs in [120, 60, -3600] {
+            let d = tempfile::tempdir().unwrap();
+            let (a, _, _, _) = agent_with_expiry(d.path(), Some(secs));
+            let e = a.refresh_once(std::future::pending()).await.unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    RefreshError::Credentials(CredsError::ExpiresTooSoon { .. })
+                ),
+                "{secs}: {e}"
+            );
+            assert_eq!(
+                std::fs::read_dir(d.path()).unwrap().count(),
+                0,
+                "nothing written"
+            );
+            assert!(a.status().token_life(SystemTime::now()).is_none());
+            assert_eq!(a.status().refresh_error.load(Ordering::Relaxed), 1);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn short_lived_credentials_bring_the_next_refresh_forward() {
+        let d = tempfile::tempdir().unwrap();
+        // The credentials have 400 s left (and, with the wall clock standing
+        // still, keep them): each token lives 400 s, so the refresh comes
+        // 250 s later (less at most 5% jitter), not after the 10 minutes.
+        let (a, _, _, _) = agent_with_expiry(d.path(), Some(400));
+        let status = a.status();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            a.run(Duration::from_secs(600), async {
+                let _ = stop_rx.await;
+            })
+            .await;
+        });
+        let refreshes = || status.refresh_success.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(237)).await;
+        assert_eq!(refreshes(), 1);
+        tokio::time::sleep(Duration::from_secs(14)).await;
+        assert_eq!(refreshes(), 2);
+        tokio::time::sleep(Duration::from_secs(500)).await;
+        assert_eq!(refreshes(), 4);
+        stop_tx.send(()).unwrap();
+        task.await.unwrap();
+    }
+
+    #[test]
+    fn next_refresh_comes_before_the_token_expires() {
+        let s = Duration::from_secs;
+        // A full-length token: the interval, up to 12m30s.
+        assert_eq!(next_refresh(s(600), s(900)), s(600));
+        assert_eq!(next_refresh(s(840), s(900)), s(750));
+        // A token capped by its credentials: 150 s before it expires.
+        assert_eq!(next_refresh(s(600), s(400)), s(250));
+        // Never spinning.
+        assert_eq!(next_refresh(s(600), s(150)), s(5));
+        assert_eq!(next_refresh(s(600), s(0)), s(5));
+        // A shorter interval still wins.
+        assert_eq!(next_refresh(s(1), s(900)), s(1));
+        assert_eq!(next_refresh(s(1), s(0)), s(1));
     }
 
     #[test]

@@ -27,12 +27,13 @@ pub async fn build_agent(cfg: &AgentConfig) -> Result<Agent, std::io::Error> {
     Ok(Agent::new(cfg.spec.clone(), cfg.dir.clone(), creds))
 }
 
-/// `--once`: writes the files once.
-pub async fn once(agent: &Agent) -> Result<SystemTime, RefreshError> {
-    agent
-        .refresh_once(std::future::pending())
-        .await
-        .map(|r| r.expires_at)
+/// `--once`: writes the files once. `shutdown` cancels it while it waits
+/// for credentials, never during the write.
+pub async fn once(
+    agent: &Agent,
+    shutdown: impl Future<Output = ()>,
+) -> Result<SystemTime, RefreshError> {
+    agent.refresh_once(shutdown).await.map(|r| r.expires_at)
 }
 
 /// The long-running agent, with the health server if configured.
@@ -71,18 +72,40 @@ pub async fn run(
     Ok(())
 }
 
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            return std::future::pending().await;
+/// Listens for SIGTERM, SIGINT and SIGHUP from now on (so none of them
+/// kills the process mid-write any more) and completes on the first.
+/// SIGHUP ends the agent like SIGTERM, as its default action would, but
+/// cleanly and with a log line: there is no configuration to reload.
+/// Must be called inside the runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::SignalKind;
+    let mut term = listen(SignalKind::terminate(), "SIGTERM");
+    let mut int = listen(SignalKind::interrupt(), "SIGINT");
+    let mut hup = listen(SignalKind::hangup(), "SIGHUP");
+    async move {
+        let name = tokio::select! {
+            () = recv(&mut term) => "SIGTERM",
+            () = recv(&mut int) => "SIGINT",
+            () = recv(&mut hup) => "SIGHUP",
+        };
+        tracing::info!(signal = name, "received {name}");
+    }
+}
+
+fn listen(
+    kind: tokio::signal::unix::SignalKind,
+    name: &str,
+) -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(kind)
+        .inspect_err(|e| tracing::error!(error = %e, signal = name, "cannot listen for the signal"))
+        .ok()
+}
+
+async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("received SIGTERM"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT"),
+        None => std::future::pending().await,
     }
 }

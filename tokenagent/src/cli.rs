@@ -46,7 +46,13 @@ pub struct RunArgs {
     #[arg(long, env = "RDS_IAM_HOST")]
     pub host: Option<String>,
     /// DB port.
-    #[arg(long, env = "RDS_IAM_PORT", default_value = "5432")]
+    // Hyphen values (`-1`) reach the validation, which names the flag.
+    #[arg(
+        long,
+        env = "RDS_IAM_PORT",
+        default_value = "5432",
+        allow_hyphen_values = true
+    )]
     pub port: String,
     /// DB user the token is for.
     #[arg(long, env = "RDS_IAM_USER")]
@@ -58,7 +64,12 @@ pub struct RunArgs {
     #[arg(long, env = "RDS_IAM_DIR", default_value = common::DEFAULT_DIR)]
     pub dir: PathBuf,
     /// Refresh interval, 1m..14m (e.g. 10m, 5m30s).
-    #[arg(long, env = "RDS_IAM_REFRESH_INTERVAL", default_value = "10m")]
+    #[arg(
+        long,
+        env = "RDS_IAM_REFRESH_INTERVAL",
+        default_value = "10m",
+        allow_hyphen_values = true
+    )]
     pub interval: String,
     /// Write the files once, then exit 0 (or non-zero with the reason).
     #[arg(long)]
@@ -78,7 +89,7 @@ pub struct ProbeArgs {
     #[arg(long, env = "RDS_IAM_DIR", default_value = common::DEFAULT_DIR)]
     pub dir: PathBuf,
     /// The least token life left that passes, e.g. 2m.
-    #[arg(long, default_value = "2m")]
+    #[arg(long, default_value = "2m", allow_hyphen_values = true)]
     pub min_life: String,
 }
 
@@ -316,6 +327,59 @@ mod tests {
         for (args, want) in cases {
             let e = parse(args).unwrap_err();
             assert!(e.contains(want), "{args:?}: got {e:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn negative_numbers_get_the_flags_own_message() {
+        let e = parse(&[
+            "--host",
+            "db",
+            "--user",
+            "u",
+            "--region",
+            "us-east-1",
+            "--port",
+            "-1",
+        ])
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "--port (RDS_IAM_PORT): \"-1\" is not a port number; write a number from 1 to 65535"
+        );
+        let e = parse(&[
+            "--host",
+            "db",
+            "--user",
+            "u",
+            "--region",
+            "us-east-1",
+            "--interval",
+            "-5m",
+        ])
+        .unwrap_err();
+        assert!(
+            e.starts_with("--interval (RDS_IAM_REFRESH_INTERVAL): \"-5m\""),
+            "{e}"
+        );
+        let cli = Cli::try_parse_from(["x", "probe", "--min-life", "-1m"]).unwrap();
+        match cli.command {
+            Some(Command::Probe(p)) => {
+                let e = p.min_life().unwrap_err().to_string();
+                assert!(e.starts_with("--min-life"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn probe_min_life_default_is_the_readiness_minimum() {
+        let cli = Cli::try_parse_from(["x", "probe"]).unwrap();
+        match cli.command {
+            Some(Command::Probe(p)) => {
+                assert_eq!(p.min_life().unwrap(), crate::agent::READY_MIN_LIFE)
+            }
+            other => panic!("{other:?}"),
         }
     }
 

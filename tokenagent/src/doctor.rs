@@ -7,14 +7,16 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use rds_iam_common::PGPASS_FILE;
+use aws_credential_types::Credentials;
+use rds_iam_common::{PGPASS_FILE, TOKEN_LIFETIME_SECS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::agent::READY_MIN_LIFE;
 use crate::cli::RunArgs;
-use crate::creds::{self, CredentialSource};
+use crate::creds::{self, CredentialSource, CredsError};
 use crate::pgpass;
-use crate::signer;
-use crate::token;
+use crate::signer::{self, SignError, TokenSpec};
+use crate::token::{self, unix_secs};
 
 /// One checked line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +100,7 @@ pub async fn run(args: RunArgs, env: impl Fn(&str) -> Option<String> + Copy) -> 
     let source = CredentialSource::default_chain(&cfg.spec.region)
         .await
         .with_fetch_timeout(Duration::from_secs(15));
-    match source.credentials().await {
+    match source.credentials(READY_MIN_LIFE).await {
         Ok(c) => {
             lines.push(Line::ok(
                 "aws identity",
@@ -111,19 +113,18 @@ pub async fn run(args: RunArgs, env: impl Fn(&str) -> Option<String> + Copy) -> 
                         .unwrap_or_else(|| "no expiry".into())
                 ),
             ));
-            match signer::sign_token(&cfg.spec, &c, SystemTime::now()) {
-                Ok(t) => lines.push(Line::ok(
-                    "signing",
-                    format!("signed a {}-byte token for {}@{}:{}", t.expose().len(), cfg.spec.user, cfg.spec.host, cfg.spec.port),
-                )),
-                Err(e) => lines.push(Line::fail("signing", e.to_string(), "report a bug with this output")),
-            }
+            lines.push(check_signing(&cfg.spec, &c, SystemTime::now()));
         }
-        Err(e) => lines.push(Line::fail(
-            "aws identity",
-            e.to_string(),
-            "check the credential source above; for IRSA the role's trust policy must allow this ServiceAccount",
-        )),
+        Err(e) => {
+            let fix = match e {
+                CredsError::ExpiresTooSoon { .. } => {
+                    "the credential source hands out credentials that are expired or about to \
+                     expire: check this node's clock (NTP) and the credential endpoint"
+                }
+                _ => "check the credential source above; for IRSA the role's trust policy must allow this ServiceAccount",
+            };
+            lines.push(Line::fail("aws identity", e.to_string(), fix))
+        }
     }
     lines.push(check_endpoint(&cfg.spec.host, cfg.spec.port).await);
     lines.push(check_pgpass(
@@ -133,6 +134,38 @@ pub async fn run(args: RunArgs, env: impl Fn(&str) -> Option<String> + Copy) -> 
         &cfg.spec.user,
     ));
     lines
+}
+
+/// Signs a token with `c` and says how long it lives.
+fn check_signing(spec: &TokenSpec, c: &Credentials, now: SystemTime) -> Line {
+    match signer::sign_token(spec, c, now) {
+        Ok(t) => {
+            // X-Amz-Expires: from the signing second to the expiry.
+            let life = Duration::from_secs(unix_secs(t.expires_at).saturating_sub(unix_secs(now)));
+            let limited = if life < Duration::from_secs(TOKEN_LIFETIME_SECS) {
+                " (limited by the credentials' expiry)"
+            } else {
+                ""
+            };
+            Line::ok(
+                "signing",
+                format!(
+                    "signed a {}-byte token for {}@{}:{}, valid for {}s{limited}",
+                    t.token.expose().len(),
+                    spec.user,
+                    spec.host,
+                    spec.port,
+                    life.as_secs()
+                ),
+            )
+        }
+        Err(e @ (SignError::TooLong { .. } | SignError::Expired { .. })) => Line::fail(
+            "signing",
+            e.to_string(),
+            "fix the credential source: it hands out malformed credentials",
+        ),
+        Err(e) => Line::fail("signing", e.to_string(), "report a bug with this output"),
+    }
 }
 
 /// DNS, TCP and PostgreSQL's SSLRequest: the server must answer `S`.
@@ -328,6 +361,32 @@ mod tests {
         crate::files::write_atomic(d.path(), "pgpass", line.as_bytes(), 0o644).unwrap();
         let l = check_pgpass(d.path(), "h", 5432, "u");
         assert!(!l.ok && l.detail.contains("mode 0644"), "{l:?}");
+    }
+
+    #[test]
+    fn signing_line_names_a_shortened_life_and_oversized_credentials() {
+        let spec = TokenSpec {
+            host: "db.example.com".into(),
+            port: 5432,
+            user: "app".into(),
+            region: "us-east-1".into(),
+        };
+        let now = SystemTime::now();
+        let c = Credentials::new("AKID", "s", None, Some(now + Duration::from_secs(300)), "t");
+        let l = check_signing(&spec, &c, now);
+        assert!(l.ok, "{l:?}");
+        assert!(
+            l.detail
+                .ends_with("valid for 300s (limited by the credentials' expiry)"),
+            "{l:?}"
+        );
+        let c = Credentials::new("AKID", "s", None, None, "t");
+        let l = check_signing(&spec, &c, now);
+        assert!(l.ok && l.detail.ends_with("valid for 900s"), "{l:?}");
+        let c = Credentials::new("AKID", "s", Some("x".repeat(70_000)), None, "t");
+        let l = check_signing(&spec, &c, now);
+        assert!(!l.ok && l.detail.contains("session token"), "{l:?}");
+        assert!(l.fix.unwrap().contains("credential source"));
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 //! - [`cli`]: the command line (clap), turned into a [`config::AgentConfig`];
 //! - [`region`]: which region to sign for, and why;
 //! - [`creds`]: the aws-config credential chain with a cache;
+//! - [`credhttp`]: the credential providers' HTTP client, with a body cap;
 //! - [`signer`]: presigning the token with aws-sigv4;
 //! - [`token`]: reading a token's expiry back;
 //! - [`pgpass`]: libpq passfile escaping;
@@ -17,6 +18,7 @@ pub mod agent;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod credhttp;
 pub mod creds;
 pub mod doctor;
 pub mod files;

@@ -45,12 +45,14 @@ fn main() -> ExitCode {
                 Err(e) => return fail(1, e),
             };
             rt.block_on(async {
+                // From here on no signal kills the process mid-write.
+                let shutdown = app::shutdown_signal();
                 let agent = match app::build_agent(&cfg).await {
                     Ok(a) => a,
                     Err(e) => return fail(1, format!("--dir {}: {e}", cfg.dir.display())),
                 };
                 if cfg.once {
-                    return match app::once(&agent).await {
+                    return match app::once(&agent, shutdown).await {
                         Ok(exp) => {
                             tracing::info!(
                                 dir = %cfg.dir.display(),
@@ -65,7 +67,7 @@ fn main() -> ExitCode {
                         }
                     };
                 }
-                match app::run(&cfg, agent, app::shutdown_signal()).await {
+                match app::run(&cfg, agent, shutdown).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => fail(1, format!("--health-addr: {e}")),
                 }

@@ -1,7 +1,7 @@
 //! `rds-iam-tokenagent probe`: an exec probe for kubelet. It passes only if
 //! both files exist, are regular files with mode 0600 and hold a token with
 //! at least `--min-life` left, judged from its `X-Amz-Date` and
-//! `X-Amz-Expires`.
+//! `X-Amz-Expires`, and signed no later than [`MAX_CLOCK_SKEW`] from now.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -12,6 +12,11 @@ use rds_iam_common::{PGPASS_FILE, TOKEN_FILE};
 
 use crate::pgpass;
 use crate::token::{self, TokenError};
+
+/// How far in the future a token's `X-Amz-Date` may lie. The agent signs with
+/// the node's clock, which the probe shares, so only rounding to the second
+/// and a clock step between signing and probing can show here.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
 
 /// Why the probe failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +43,12 @@ pub enum ProbeError {
     BadPgpass { path: PathBuf },
     #[error("the token in {path} has {left}s left, less than the required {min}s")]
     TooShort { path: PathBuf, left: u64, min: u64 },
+    #[error(
+        "the token in {path} is signed {ahead}s in the future (X-Amz-Date), beyond the \
+         {max}s allowed for clock skew; RDS refuses it. Check the node's clock, or delete \
+         the file so the agent rewrites it"
+    )]
+    FromTheFuture { path: PathBuf, ahead: u64, max: u64 },
 }
 
 fn read_private(path: &Path) -> Result<String, ProbeError> {
@@ -72,10 +83,19 @@ fn life_left(
     now: SystemTime,
     min: Duration,
 ) -> Result<Duration, ProbeError> {
-    let exp = token::expires_at(token).map_err(|source| ProbeError::BadToken {
+    let (signed, exp) = token::validity(token).map_err(|source| ProbeError::BadToken {
         path: path.to_owned(),
         source,
     })?;
+    if let Ok(ahead) = signed.duration_since(now) {
+        if ahead > MAX_CLOCK_SKEW {
+            return Err(ProbeError::FromTheFuture {
+                path: path.to_owned(),
+                ahead: ahead.as_secs(),
+                max: MAX_CLOCK_SKEW.as_secs(),
+            });
+        }
+    }
     let left = exp.duration_since(now).unwrap_or_default();
     if left < min {
         return Err(ProbeError::TooShort {
@@ -157,6 +177,32 @@ mod tests {
             Ok(d) if d == Duration::ZERO
         ));
         assert!(probe(d.path(), Duration::from_secs(1), at(2000)).is_err());
+    }
+
+    #[test]
+    fn refuses_a_token_signed_in_the_future() {
+        let d = setup();
+        // A minute early is clock skew; the token still has its 900 s and more.
+        let left = probe(
+            d.path(),
+            Duration::from_secs(120),
+            at(0) - Duration::from_secs(60),
+        )
+        .unwrap();
+        assert_eq!(left, Duration::from_secs(960));
+        for ahead in [61, 3600, 10 * 365 * 86_400] {
+            let now = at(0) - Duration::from_secs(ahead);
+            let e = probe(d.path(), Duration::from_secs(120), now).unwrap_err();
+            assert!(
+                matches!(e, ProbeError::FromTheFuture { ahead: a, max: 60, .. } if a == ahead),
+                "{e}"
+            );
+            assert!(
+                e.to_string()
+                    .contains(&format!("signed {ahead}s in the future")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

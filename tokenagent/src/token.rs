@@ -6,6 +6,8 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rds_iam_common::TOKEN_LIFETIME_SECS;
+
 /// A token. Its `Debug` and `Display` never show the value, so it cannot end
 /// up in a log by accident; use [`Token::expose`] to write it to its files.
 #[derive(Clone, PartialEq, Eq)]
@@ -40,7 +42,7 @@ pub enum TokenError {
     Missing(&'static str),
     #[error("the token's X-Amz-Date is not of the form YYYYMMDDTHHMMSSZ")]
     BadDate,
-    #[error("the token's X-Amz-Expires is not a number of seconds")]
+    #[error("the token's X-Amz-Expires is not a number of seconds from 1 to 900")]
     BadExpires,
 }
 
@@ -52,14 +54,24 @@ fn query_param<'a>(token: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// Reads `X-Amz-Date + X-Amz-Expires` from a token.
-pub fn expires_at(token: &str) -> Result<SystemTime, TokenError> {
+/// When a token was signed (`X-Amz-Date`) and when it expires
+/// (`X-Amz-Date + X-Amz-Expires`). RDS accepts `X-Amz-Expires` from 1 to 900.
+pub fn validity(token: &str) -> Result<(SystemTime, SystemTime), TokenError> {
     let date = query_param(token, "X-Amz-Date").ok_or(TokenError::Missing("X-Amz-Date"))?;
     let expires =
         query_param(token, "X-Amz-Expires").ok_or(TokenError::Missing("X-Amz-Expires"))?;
     let signed = parse_amz_date(date).ok_or(TokenError::BadDate)?;
-    let secs: u64 = expires.parse().map_err(|_| TokenError::BadExpires)?;
-    Ok(signed + Duration::from_secs(secs))
+    let secs: u64 = expires
+        .parse()
+        .ok()
+        .filter(|s| (1..=TOKEN_LIFETIME_SECS).contains(s))
+        .ok_or(TokenError::BadExpires)?;
+    Ok((signed, signed + Duration::from_secs(secs)))
+}
+
+/// Reads `X-Amz-Date + X-Amz-Expires` from a token.
+pub fn expires_at(token: &str) -> Result<SystemTime, TokenError> {
+    validity(token).map(|(_, exp)| exp)
 }
 
 /// Parses `YYYYMMDDTHHMMSSZ` (UTC).
@@ -151,9 +163,21 @@ mod tests {
             expires_at("h:1/?X-Amz-Date=20240826T220000Z"),
             Err(TokenError::Missing("X-Amz-Expires"))
         );
+        for bad in ["9x", "0", "901", "99999999999999999999", "-1"] {
+            assert_eq!(
+                expires_at(&format!(
+                    "h:1/?X-Amz-Date=20240826T220000Z&X-Amz-Expires={bad}"
+                )),
+                Err(TokenError::BadExpires),
+                "{bad}"
+            );
+        }
         assert_eq!(
-            expires_at("h:1/?X-Amz-Date=20240826T220000Z&X-Amz-Expires=9x"),
-            Err(TokenError::BadExpires)
+            validity("h:1/?X-Amz-Date=20240826T220000Z&X-Amz-Expires=1"),
+            Ok((
+                UNIX_EPOCH + Duration::from_secs(1_724_709_600),
+                UNIX_EPOCH + Duration::from_secs(1_724_709_601)
+            ))
         );
     }
 
