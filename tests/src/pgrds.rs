@@ -19,58 +19,16 @@
 //! and directory. A server kept in a `static` (never dropped) is cleaned up by
 //! a watcher process once the test process exits.
 
-use std::collections::BTreeMap;
-use std::ffi::OsStr;
-use std::fs;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-/// Host name clients use (`PGHOST`) and tokens are signed for.
-pub const HOST: &str = "localhost";
-/// Region the server expects in the token's credential scope.
-pub const REGION: &str = "us-east-1";
-/// How long a client probe may run before it is killed.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
-const SETUP_HINT: &str = "run testenv/setup.sh (as root) to install the test dependencies";
-
-/// The repository root (parent of the `tests` crate).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(".."))
-}
-
-fn require_file(path: &Path, what: &str) -> Result<PathBuf> {
-    if path.exists() {
-        Ok(path.to_path_buf())
-    } else {
-        bail!("{what} not found at {}; {SETUP_HINT}", path.display())
-    }
-}
-
-fn require_cmd(name: &str) -> Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .ok_or_else(|| anyhow!("`{name}` not found on PATH; {SETUP_HINT}"))
-}
-
-/// The project's Python venv interpreter (`.venv/bin/python`).
-pub fn venv_python() -> Result<PathBuf> {
-    require_file(
-        &repo_root().join(".venv/bin/python"),
-        "Python venv (.venv with botocore, psycopg)",
-    )
-}
+pub use crate::rdslab::{
+    botocore_token, free_port, repo_root, venv_python, TokenRequest, HOST, REGION,
+};
+use crate::rdslab::{require_cmd, require_file, run_probe, write_private, LabDir};
 
 /// The pgJDBC jar from Debian's libpostgresql-jdbc-java.
 pub fn jdbc_jar() -> Result<PathBuf> {
@@ -85,10 +43,9 @@ pub fn jdbc_jar() -> Result<PathBuf> {
 
 /// A running RDS-like PostgreSQL. Dropping it stops the server.
 pub struct PgRds {
-    dir: tempfile::TempDir,
+    lab: LabDir,
     port: u16,
     users: Vec<String>,
-    keys_lock: Mutex<()>,
 }
 
 impl PgRds {
@@ -109,91 +66,32 @@ impl PgRds {
         if let Some(bad) = users.iter().find(|u| u.is_empty() || u.contains(',')) {
             bail!("PgRds::start: invalid user name {bad:?} (empty or contains ',')");
         }
-        let script = require_file(
-            &repo_root().join("testenv/pgrds/pg-rds"),
-            "testenv/pgrds/pg-rds",
-        )?;
-        let mut last_err = None;
-        // A port picked from 127.0.0.1:0 can be taken by someone else before
-        // postgres binds it; retry with a new one in that case only.
-        for _ in 0..3 {
-            match Self::try_start(&script, users, extra_dbs) {
-                Ok(pg) => return Ok(pg),
-                Err(e) if format!("{e:#}").contains("could not bind") => last_err = Some(e),
-                Err(e) => return Err(e),
+        let (lab, port) = LabDir::start("testenv/pgrds/pg-rds", "pgrds-", |port| {
+            let mut args = vec![
+                "--endpoint".to_owned(),
+                format!("{HOST}:{port}"),
+                "--region".to_owned(),
+                REGION.to_owned(),
+                "--users".to_owned(),
+                users.join(","),
+            ];
+            for (db, host) in extra_dbs {
+                args.extend(["--extra-db".to_owned(), format!("{db}={host}")]);
             }
-        }
-        Err(last_err.unwrap_or_else(|| anyhow!("PgRds::start failed")))
-    }
-
-    fn try_start(script: &Path, users: &[&str], extra_dbs: &[(&str, &str)]) -> Result<PgRds> {
-        let dir = tempfile::Builder::new()
-            .prefix("pgrds-")
-            .tempdir_in("/tmp")
-            .context("creating the PgRds temp dir under /tmp")?;
-        let port = free_port()?;
-        let endpoint = format!("{HOST}:{port}");
-        let keys = dir.path().join("keys.json");
-        let extra: Vec<String> = extra_dbs
-            .iter()
-            .flat_map(|(db, host)| ["--extra-db".to_owned(), format!("{db}={host}")])
-            .collect();
-        let out = Command::new(script)
-            .arg("start")
-            .args(&extra)
-            .arg("--dir")
-            .arg(dir.path())
-            .args(["--port", &port.to_string()])
-            .args(["--endpoint", &endpoint])
-            .args(["--region", REGION])
-            .arg("--keys")
-            .arg(&keys)
-            .args(["--users", &users.join(",")])
-            .args(["--owner-pid", &std::process::id().to_string()])
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running {}", script.display()))?;
-        if !out.status.success() {
-            bail!(
-                "pg-rds start failed ({}): {}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim(),
-                String::from_utf8_lossy(&out.stdout).trim()
-            );
-        }
+            args
+        })?;
         Ok(PgRds {
-            dir,
+            lab,
             port,
             users: users.iter().map(|u| u.to_string()).collect(),
-            keys_lock: Mutex::new(()),
         })
     }
 
     /// Runs SQL as the superuser (over the unix socket) and returns psql's
     /// unaligned output, e.g. to create another database.
     pub fn sql(&self, sql: &str) -> Result<String> {
-        let script = repo_root().join("testenv/pgrds/pg-rds");
-        let mut child = Command::new(&script)
-            .args(["sql", "--port", &self.port.to_string(), "--dir"])
-            .arg(self.dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("running {}", script.display()))?;
-        child
-            .stdin
-            .take()
-            .context("pg-rds stdin")?
-            .write_all(sql.as_bytes())?;
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!(
-                "pg-rds sql failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        self.lab
+            .sql(&["--port".to_owned(), self.port.to_string()], sql)
     }
 
     pub fn port(&self) -> u16 {
@@ -225,12 +123,12 @@ impl PgRds {
 
     /// The instance directory (owned by `postgres`).
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.lab.path()
     }
 
     /// The JSON keystore the PAM module reads at every login.
     pub fn keys_path(&self) -> PathBuf {
-        self.dir().join("keys.json")
+        self.lab.keys_path()
     }
 
     /// The server's self-signed certificate (SAN localhost, 127.0.0.1). Give it
@@ -240,56 +138,30 @@ impl PgRds {
     }
 
     /// The PAM module's decision log: one line per login with
-    /// `user=.. akid=.. ACCEPT|REJECT: reason`. Never contains tokens.
+    /// `user=.. via=.. akid=.. ACCEPT|REJECT: reason`. Never contains tokens.
     pub fn auth_log(&self) -> Result<String> {
-        let p = self.dir().join("pam_rds_iam.log");
-        fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+        self.lab.read("pam_rds_iam.log")
     }
 
     /// The PostgreSQL server log.
     pub fn server_log(&self) -> Result<String> {
-        let p = self.dir().join("postgres.log");
-        fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+        self.lab.read("postgres.log")
     }
 
-    /// The `/etc/pam.d` file of this instance (removed on drop).
+    /// The `/etc/pam.d` file of this instance's own endpoint (removed on drop).
     pub fn pam_service_file(&self) -> Result<PathBuf> {
-        let p = self.dir().join("pam-service");
-        let name = fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-        Ok(Path::new("/etc/pam.d").join(name.trim()))
+        self.lab
+            .pam_service_files()?
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("{} lists no PAM service", self.dir().display()))
     }
 
     /// Register (or replace) an access key the server accepts. With a session
     /// token, tokens must carry exactly it in X-Amz-Security-Token; without,
     /// they must carry none. Takes effect for the next login.
     pub fn add_key(&self, akid: &str, secret: &str, session_token: Option<&str>) -> Result<()> {
-        let _guard = self.keys_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let path = self.keys_path();
-        let text =
-            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let mut keys: BTreeMap<String, serde_json::Value> =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        keys.insert(
-            akid.to_string(),
-            serde_json::json!({ "secret_access_key": secret, "session_token": session_token }),
-        );
-        let tmp = self.dir().join(".keys.json.tmp");
-        {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .with_context(|| format!("creating {}", tmp.display()))?;
-            f.write_all(serde_json::to_string_pretty(&keys)?.as_bytes())?;
-        }
-        // The server runs as the owner of the dir (postgres) and must read it.
-        let meta = fs::metadata(self.dir())?;
-        std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid()))
-            .with_context(|| format!("chown {}", tmp.display()))?;
-        fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
-        Ok(())
+        self.lab.add_key(akid, secret, session_token)
     }
 
     /// The standard libpq environment for `user` with this pgpass file:
@@ -345,34 +217,6 @@ impl PgRds {
             time: None,
         })
     }
-}
-
-impl Drop for PgRds {
-    fn drop(&mut self) {
-        let script = repo_root().join("testenv/pgrds/pg-rds");
-        match Command::new(&script)
-            .arg("stop")
-            .arg("--dir")
-            .arg(self.dir())
-            .stdin(Stdio::null())
-            .output()
-        {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => eprintln!(
-                "pg-rds stop failed ({}): {}",
-                o.status,
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
-            Err(e) => eprintln!("pg-rds stop: cannot run {}: {e}", script.display()),
-        }
-        // The TempDir field removes the directory after this.
-    }
-}
-
-/// A free port on 127.0.0.1 (for any loopback server of the tests).
-pub fn free_port() -> Result<u16> {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
 }
 
 /// How a client picks its database. Whatever it is, no password is given.
@@ -526,15 +370,12 @@ where
     V: AsRef<OsStr>,
 {
     let mut cmd = kind.command(target)?;
-    cmd.env_clear();
-    if let Some(path) = std::env::var_os("PATH") {
-        cmd.env("PATH", path);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let (status, stdout, stderr) = run_with_timeout(&mut cmd, CLIENT_TIMEOUT)
-        .with_context(|| format!("running client {kind:?}"))?;
+    let env: Vec<(OsString, OsString)> = env
+        .iter()
+        .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()))
+        .collect();
+    let (status, stdout, stderr) =
+        run_probe(&mut cmd, &env).with_context(|| format!("running client {kind:?}"))?;
     if !status.success() {
         bail!("client {kind:?} failed ({status}): {}", stderr.trim());
     }
@@ -543,110 +384,6 @@ where
         [user] => Ok(user.trim().to_string()),
         _ => bail!("client {kind:?} printed {stdout:?}, expected one line; stderr: {stderr}"),
     }
-}
-
-fn run_with_timeout(
-    cmd: &mut Command,
-    timeout: Duration,
-) -> Result<(std::process::ExitStatus, String, String)> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut out = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow!("no stdout pipe"))?;
-    let mut err = child
-        .stderr
-        .take()
-        .ok_or_else(|| anyhow!("no stderr pipe"))?;
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(st) = child.try_wait()? {
-            break st;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("timed out after {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = out_t
-        .join()
-        .map_err(|_| anyhow!("stdout reader panicked"))?;
-    let stderr = err_t
-        .join()
-        .map_err(|_| anyhow!("stderr reader panicked"))?;
-    Ok((status, stdout, stderr))
-}
-
-/// Inputs for [`botocore_token`].
-#[derive(Debug, Clone, Copy)]
-pub struct TokenRequest<'a> {
-    pub host: &'a str,
-    pub port: u16,
-    pub user: &'a str,
-    pub region: &'a str,
-    pub akid: &'a str,
-    pub secret: &'a str,
-    pub session_token: Option<&'a str>,
-    /// Signing time in unix seconds; `None` for now.
-    pub time: Option<u64>,
-}
-
-/// botocore's `generate_db_auth_token` for these inputs (via
-/// testenv/botocore_token.py in `.venv`): the reference token.
-pub fn botocore_token(req: &TokenRequest<'_>) -> Result<String> {
-    let script = require_file(
-        &repo_root().join("testenv/botocore_token.py"),
-        "testenv/botocore_token.py",
-    )?;
-    let mut cmd = Command::new(venv_python()?);
-    cmd.arg(script)
-        .args(["--host", req.host])
-        .args(["--port", &req.port.to_string()])
-        .args(["--user", req.user])
-        .args(["--region", req.region])
-        .args(["--akid", req.akid])
-        .args(["--secret", req.secret]);
-    if let Some(t) = req.session_token {
-        cmd.args(["--session-token", t]);
-    }
-    if let Some(t) = req.time {
-        cmd.args(["--time", &t.to_string()]);
-    }
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .context("running botocore_token.py")?;
-    if !out.status.success() {
-        bail!(
-            "botocore_token.py failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let token = String::from_utf8(out.stdout)
-        .context("botocore token is not UTF-8")?
-        .trim()
-        .to_string();
-    if token.is_empty() || token.contains(char::is_whitespace) {
-        bail!("botocore_token.py printed an unexpected token: {token:?}");
-    }
-    Ok(token)
 }
 
 /// Escape one pgpass field the libpq way: `\` -> `\\`, then `:` -> `\:`.
@@ -670,18 +407,8 @@ pub fn pgpass_line(host: &str, port: u16, db: &str, user: &str, password: &str) 
 /// Write a pgpass file with these lines, mode 0600 (libpq ignores anything
 /// group- or world-readable).
 pub fn write_pgpass(path: &Path, lines: &[String]) -> Result<()> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    for l in lines {
-        writeln!(f, "{l}")?;
-    }
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
-    Ok(())
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    write_private(path, text.as_bytes())
 }
 
 #[cfg(test)]
@@ -696,16 +423,5 @@ mod tests {
             r"h:5432:*:u\:1:x\:y/?q"
         );
         assert_eq!(pgpass_line("h", 1, "d:b", "u", "p"), r"h:1:d\:b:u:p");
-    }
-
-    #[test]
-    fn a_missing_dependency_says_to_run_setup() {
-        let err = require_file(Path::new("/nonexistent/pg.jar"), "pgJDBC jar")
-            .expect_err("missing file must be an error");
-        let msg = format!("{err:#}");
-        assert!(msg.contains("/nonexistent/pg.jar"), "{msg}");
-        assert!(msg.contains("testenv/setup.sh"), "{msg}");
-        let err = require_cmd("no-such-client-binary").expect_err("missing command");
-        assert!(format!("{err:#}").contains("testenv/setup.sh"));
     }
 }

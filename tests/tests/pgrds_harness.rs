@@ -10,11 +10,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rds_iam_e2e::pgrds::{
     botocore_token, pgpass_line, run_client, write_pgpass, Client, PgRds, TokenRequest, HOST,
     REGION,
+};
+use rds_iam_e2e::rdslab::{
+    assert_rejection_logged, long_session_token, tamper_signature, test_key, unix_now,
 };
 
 const APP: &str = "app_user";
@@ -54,17 +56,9 @@ impl Scratch {
     }
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-}
-
 /// A fresh access key registered with the server (without session token).
 fn key(pg: &PgRds, name: &str) -> (String, String) {
-    let akid = format!("AKIATEST{}", name.to_uppercase());
-    let secret = format!("secret/{name}+with=odd/chars");
+    let (akid, secret) = test_key(name);
     pg.add_key(&akid, &secret, None).expect("add key");
     (akid, secret)
 }
@@ -83,12 +77,7 @@ fn assert_rejected(pg: &PgRds, result: anyhow::Result<String>, akid: &str, reaso
         err.contains("PAM authentication failed"),
         "expected a PAM authentication failure, got: {err}"
     );
-    let log = pg.auth_log().expect("auth log");
-    assert!(
-        log.lines()
-            .any(|l| l.contains(&format!("akid={akid} REJECT: {reason}"))),
-        "auth log has no 'akid={akid} REJECT: {reason}' line:\n{log}"
-    );
+    assert_rejection_logged(&pg.auth_log().expect("auth log"), akid, reason);
 }
 
 #[test]
@@ -130,14 +119,8 @@ fn second_user_connects_as_itself() {
 #[test]
 fn long_session_token_is_passed_whole_by_every_client() {
     let pg = server();
-    // ~1.5 KB, base64 alphabet like real STS session tokens (+ / = included).
-    let session: String = (0..1500)
-        .map(|i| {
-            let b64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-            char::from(b64[(i * 7 + i / 3) % 64])
-        })
-        .chain("==".chars())
-        .collect();
+    // ~1.5 KB, like a real STS session token.
+    let session = long_session_token(1500);
     let akid = "ASIATESTLONGSESSION";
     let secret = "long/session+secret";
     pg.add_key(akid, secret, Some(&session)).expect("add key");
@@ -174,10 +157,7 @@ fn tampered_token_is_rejected() {
     let pg = server();
     let (akid, secret) = key(pg, "tampered");
     let token = pg.botocore_token(APP, &akid, &secret, None).expect("token");
-    // Flip the last hex digit of the signature.
-    let last = token.chars().last().expect("non-empty token");
-    let flipped = if last == '0' { '1' } else { '0' };
-    let bad = format!("{}{flipped}", &token[..token.len() - 1]);
+    let bad = tamper_signature(&token);
     let scratch = Scratch::new();
     let pgpass = scratch.pgpass(pg, APP, &bad);
     let r = connect(pg, Client::Psql, APP, &pgpass);
@@ -203,7 +183,7 @@ fn expired_token_is_rejected() {
         akid: &akid,
         secret: &secret,
         session_token: None,
-        time: Some(now() - 901),
+        time: Some(unix_now() - 901),
     })
     .expect("token");
     let scratch = Scratch::new();
