@@ -46,6 +46,11 @@ pub const INTERVAL: Flag = flag("interval", "RDS_IAM_REFRESH_INTERVAL");
 pub const HEALTH_ADDR: Flag = flag("health-addr", "RDS_IAM_HEALTH_ADDR");
 pub const LOG_FORMAT: Flag = flag("log-format", "RDS_IAM_LOG_FORMAT");
 pub const ONCE: Flag = flag("once", "");
+/// Proxy mode.
+pub const MAX_CONNECTIONS: Flag = flag("max-connections", "RDS_IAM_MAX_CONNECTIONS");
+pub const MAX_SIGTERM_DELAY: Flag = flag("max-sigterm-delay", "RDS_IAM_MAX_SIGTERM_DELAY");
+pub const CONNECT_TIMEOUT: Flag = flag("connect-timeout", "RDS_IAM_CONNECT_TIMEOUT");
+pub const CA_FILE: Flag = flag("ca-file", "RDS_IAM_CA_FILE");
 /// `probe` only.
 pub const MIN_LIFE: Flag = flag("min-life", "");
 

@@ -79,3 +79,37 @@ pub fn wait_for_file(path: &Path, timeout: Duration) -> Result<()> {
     }
     Ok(())
 }
+
+/// The library agent serving one PostgreSQL database (the default), with
+/// every output, on `source`.
+pub fn library_agent(
+    host: &str,
+    port: u16,
+    user: &str,
+    region: &str,
+    dir: &Path,
+    source: rds_iam_tokenagent::creds::CredentialSource,
+) -> rds_iam_tokenagent::agent::Agent {
+    use rds_iam_common::{Access, DbName, Endpoint, Engine, SslMode};
+    use rds_iam_tokenagent::agent::{Agent, CredGroup};
+    let endpoint = Endpoint {
+        name: DbName::default_db(),
+        engine: Engine::Postgres,
+        host: host.into(),
+        port,
+        user: user.into(),
+        database: None,
+        region: region.into(),
+        sslmode: SslMode::Require,
+        access: Access::default(),
+    };
+    Agent::new(
+        vec![endpoint],
+        dir.to_owned(),
+        vec![CredGroup {
+            source,
+            members: vec![0],
+        }],
+        rds_iam_tokenagent::outputs::all(&dir.display().to_string()),
+    )
+}

@@ -11,12 +11,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
-use rds_iam_e2e::agentproc::wait_for_file;
+use rds_iam_e2e::agentproc::{library_agent, wait_for_file};
 use rds_iam_e2e::pgrds::{Client, PgRds, HOST, REGION};
 use rds_iam_e2e::stubs::{IssuedCreds, Mode, Stub};
-use rds_iam_tokenagent::agent::Agent;
 use rds_iam_tokenagent::creds::CredentialSource;
-use rds_iam_tokenagent::signer::TokenSpec;
 
 const USER: &str = "app_user";
 
@@ -56,16 +54,10 @@ fn outage_keeps_logins_working_and_recovers() -> Result<()> {
     std::env::set_var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &auth);
 
     let dir = tempfile::tempdir()?;
-    let spec = TokenSpec {
-        host: HOST.into(),
-        port: pg.port(),
-        user: USER.into(),
-        region: REGION.into(),
-    };
     let source = rt
         .block_on(CredentialSource::default_chain(REGION))
         .with_fetch_timeout(Duration::from_secs(2));
-    let agent = Agent::new(spec, dir.path().to_owned(), source);
+    let agent = library_agent(HOST, pg.port(), USER, REGION, dir.path(), source);
     let status = agent.status();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = rt.spawn(async move {
@@ -115,7 +107,7 @@ fn outage_keeps_logins_working_and_recovers() -> Result<()> {
         ep.seen().len() >= seen_before + 4,
         "the endpoint was asked again and again"
     );
-    assert_eq!(status.refresh_error.load(Ordering::Relaxed), 0);
+    assert_eq!(status.dbs[0].refresh_error.load(Ordering::Relaxed), 0);
     let t = std::fs::read_to_string(&token_file)?;
     assert_eq!(credential_of(&t), old_key);
     let exp = rds_iam_tokenagent::token::expires_at(&t)?;

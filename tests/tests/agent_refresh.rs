@@ -10,13 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
-use rds_iam_e2e::agentproc::wait_for_file;
+use rds_iam_e2e::agentproc::{library_agent, wait_for_file};
 use rds_iam_e2e::pgrds::{Client, PgRds, HOST, REGION};
 use rds_iam_e2e::stubs::IssuedCreds;
-use rds_iam_tokenagent::agent::Agent;
 use rds_iam_tokenagent::creds::CredentialSource;
 use rds_iam_tokenagent::pgpass;
-use rds_iam_tokenagent::signer::TokenSpec;
 
 const USER: &str = "app_user";
 
@@ -38,12 +36,6 @@ fn refresh_cycles_never_break_readers_or_logins() -> Result<()> {
     let c = IssuedCreds::random(1200);
     pg.add_key(&c.akid, &c.secret, Some(&c.session_token))?;
     let dir = tempfile::tempdir()?;
-    let spec = TokenSpec {
-        host: HOST.into(),
-        port: pg.port(),
-        user: USER.into(),
-        region: REGION.into(),
-    };
     let provider = SharedCredentialsProvider::new(Credentials::new(
         &c.akid,
         &c.secret,
@@ -51,7 +43,14 @@ fn refresh_cycles_never_break_readers_or_logins() -> Result<()> {
         None,
         "test",
     ));
-    let agent = Agent::new(spec, dir.path().to_owned(), CredentialSource::new(provider));
+    let agent = library_agent(
+        HOST,
+        pg.port(),
+        USER,
+        REGION,
+        dir.path(),
+        CredentialSource::new(provider),
+    );
     let status = agent.status();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -114,7 +113,7 @@ fn refresh_cycles_never_break_readers_or_logins() -> Result<()> {
     let _ = stop_tx.send(());
     rt.block_on(task)?;
 
-    let refreshes = status.refresh_success.load(Ordering::Relaxed);
+    let refreshes = status.dbs[0].refresh_success.load(Ordering::Relaxed);
     let distinct = distinct.lock().unwrap_or_else(|e| e.into_inner()).len();
     eprintln!(
         "refreshes={refreshes} logins={logins} reads={} distinct tokens={distinct}",
@@ -127,7 +126,7 @@ fn refresh_cycles_never_break_readers_or_logins() -> Result<()> {
     assert!(distinct >= 3, "the reader saw the token change: {distinct}");
     assert!(logins >= 10, "{logins}");
     assert!(reads.load(Ordering::Relaxed) > 1000);
-    assert_eq!(status.refresh_error.load(Ordering::Relaxed), 0);
+    assert_eq!(status.dbs[0].refresh_error.load(Ordering::Relaxed), 0);
     // Clients other than psql use the same files after the refreshes.
     for kind in [Client::Psycopg, Client::Node, Client::Jdbc] {
         assert_eq!(pg.run_client(kind, &env)?, USER, "{kind:?}");

@@ -1,16 +1,60 @@
-//! Wiring for the run modes, shared by `main` and the end-to-end tests.
+//! Wiring for the run modes, shared by `main` and the end-to-end tests:
+//! the agent on the default credential chain, the proxy's listeners for the
+//! databases in proxy mode, the health server, and the signals.
 
 use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::agent::{Agent, RefreshError};
+use rds_iam_common::{Endpoint, Mode};
+use tokio::sync::watch;
+
+use crate::agent::{self, Agent, Cancelled, CredGroup, Refreshed};
 use crate::config::AgentConfig;
 use crate::creds::CredentialSource;
+use crate::outputs;
+use crate::proxy::cancel::CancelMap;
+use crate::proxy::listener::{self, Bind, Limits, Listener};
+use crate::proxy::metrics::ProxyMetrics;
+use crate::proxy::tls;
+use crate::proxy::upstream::Upstream;
 
-/// Builds the agent for `cfg` on the default credential chain.
-pub async fn build_agent(cfg: &AgentConfig) -> Result<Agent, std::io::Error> {
+/// The agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("--dir {dir}: {source}")]
+    Dir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database {db}: cannot listen on {bind}: {source}")]
+    Listen {
+        db: String,
+        bind: Bind,
+        source: std::io::Error,
+    },
+    #[error("database {db}: {reason}")]
+    Tls { db: String, reason: String },
+}
+
+/// The agent and, in proxy mode, its listeners.
+pub struct Built {
+    pub agent: Agent,
+    pub proxy: Vec<(Listener, Arc<Upstream>)>,
+    pub proxy_metrics: Option<Arc<ProxyMetrics>>,
+}
+
+/// Builds the agent for `cfg` on the default credential chain, one chain
+/// per AWS partition. With `cfg.once` no proxy is started.
+pub async fn build(cfg: &AgentConfig) -> Result<Built, BuildError> {
+    let dir_err = |source| BuildError::Dir {
+        dir: cfg.dir.clone(),
+        source,
+    };
     if !cfg.dir.exists() {
-        std::fs::create_dir_all(&cfg.dir)?;
+        std::fs::create_dir_all(&cfg.dir).map_err(dir_err)?;
     }
     // Temporary files of a killed agent; never the real files.
     match crate::files::remove_stale_temps(&cfg.dir) {
@@ -23,8 +67,88 @@ pub async fn build_agent(cfg: &AgentConfig) -> Result<Agent, std::io::Error> {
             tracing::warn!(error = %e, dir = %cfg.dir.display(), "cannot clean up temporary files")
         }
     }
-    let creds = CredentialSource::default_chain(&cfg.spec.region).await;
-    Ok(Agent::new(cfg.spec.clone(), cfg.dir.clone(), creds))
+    let mut groups = Vec::new();
+    for (region, members) in agent::credential_groups(&cfg.databases) {
+        groups.push(CredGroup {
+            source: CredentialSource::default_chain(&region).await,
+            members,
+        });
+    }
+    let dir = cfg.dir.display().to_string();
+    let agent = Agent::new(
+        cfg.databases.clone(),
+        cfg.dir.clone(),
+        groups,
+        outputs::all(&dir),
+    );
+    agent.seed_from_disk(SystemTime::now());
+    let (proxy, proxy_metrics) = if cfg.once {
+        (Vec::new(), None)
+    } else {
+        proxies(cfg, &agent)?
+    };
+    Ok(Built {
+        agent,
+        proxy,
+        proxy_metrics,
+    })
+}
+
+type Proxies = (Vec<(Listener, Arc<Upstream>)>, Option<Arc<ProxyMetrics>>);
+
+/// Binds the listeners of every database in proxy mode.
+fn proxies(cfg: &AgentConfig, agent: &Agent) -> Result<Proxies, BuildError> {
+    let proxied: Vec<_> = agent
+        .sources()
+        .iter()
+        .filter(|s| s.endpoint.access.mode == Mode::Proxy)
+        .collect();
+    if proxied.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    let metrics = Arc::new(ProxyMetrics::new(proxied.iter().map(|s| &s.endpoint.name)));
+    let tls_err = |e: &Endpoint, reason: String| BuildError::Tls {
+        db: e.name.to_string(),
+        reason,
+    };
+    let roots = match &cfg.proxy.ca_file {
+        Some(p) => {
+            Some(tls::load_roots(p).map_err(|err| tls_err(&proxied[0].endpoint, err.to_string()))?)
+        }
+        None => None,
+    };
+    let dir = cfg.dir.display().to_string();
+    let mut listeners = Vec::new();
+    for s in proxied {
+        let e = &s.endpoint;
+        let up = Arc::new(Upstream {
+            source: s.clone(),
+            tls: tls::client_config(e.sslmode, roots.as_ref(), e.access.direct_tls)
+                .map_err(|err| tls_err(e, err.to_string()))?,
+            server_name: tls::server_name(&e.host).map_err(|err| tls_err(e, err.to_string()))?,
+            direct_tls: e.access.direct_tls,
+            connect_timeout: cfg.proxy.connect_timeout,
+            cancels: CancelMap::default(),
+            metrics: metrics.clone(),
+        });
+        let mut binds = vec![Bind::Unix(e.socket_path(&dir).into())];
+        if let Some(port) = e.access.proxy_port {
+            binds.push(Bind::Tcp(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::LOCALHOST,
+                port,
+            ))));
+        }
+        for bind in binds {
+            let l = Listener::bind(&bind).map_err(|source| BuildError::Listen {
+                db: e.name.to_string(),
+                bind: bind.clone(),
+                source,
+            })?;
+            tracing::info!(db = %e.name, listen = %bind, upstream = %up.label(), "proxy listening");
+            listeners.push((l, up.clone()));
+        }
+    }
+    Ok((listeners, Some(metrics)))
 }
 
 /// `--once`: writes the files once. `shutdown` cancels it while it waits
@@ -32,50 +156,84 @@ pub async fn build_agent(cfg: &AgentConfig) -> Result<Agent, std::io::Error> {
 pub async fn once(
     agent: &Agent,
     shutdown: impl Future<Output = ()>,
-) -> Result<SystemTime, RefreshError> {
-    agent.refresh_once(shutdown).await.map(|r| r.expires_at)
+) -> Result<Refreshed, Cancelled> {
+    agent.refresh_once(shutdown).await
 }
 
-/// The long-running agent, with the health server if configured.
+/// The long-running agent, with its proxy and the health server if
+/// configured, until `shutdown` completes.
 pub async fn run(
     cfg: &AgentConfig,
-    agent: Agent,
+    built: Built,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let Built {
+        agent,
+        proxy,
+        proxy_metrics,
+    } = built;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
     if let Some(addr) = cfg.health_addr {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         tracing::info!(addr = %listener.local_addr()?, "health server listening");
-        let status = agent.status();
-        let mut rx = stop_rx.clone();
+        let state = crate::health::Health {
+            status: agent.status(),
+            proxy: proxy_metrics.clone(),
+        };
+        let stop = stopped(stop_rx.clone());
         tokio::spawn(async move {
-            let stop = async move {
-                let _ = rx.wait_for(|s| *s).await;
-            };
-            if let Err(e) = crate::health::serve(listener, status, stop).await {
+            if let Err(e) = crate::health::serve(listener, state, stop).await {
                 tracing::error!(error = %e, "health server failed");
             }
         });
     }
+    for (e, source) in cfg.databases.iter().zip(&cfg.region_sources) {
+        tracing::info!(
+            db = %e.name,
+            engine = %e.engine,
+            host = %e.host,
+            port = e.port,
+            user = %e.user,
+            region = %e.region,
+            region_source = %source,
+            mode = e.access.mode.as_str(),
+            "serving database"
+        );
+    }
     tracing::info!(
-        host = %cfg.spec.host,
-        port = cfg.spec.port,
-        user = %cfg.spec.user,
-        region = %cfg.spec.region,
-        region_source = %cfg.region_source,
         dir = %cfg.dir.display(),
         interval = %humantime::format_duration(cfg.interval),
         "starting token agent"
     );
-    agent.run(cfg.interval, shutdown).await;
-    let _ = stop_tx.send(true);
+    let limits = Limits {
+        max_connections: cfg.proxy.max_connections,
+        max_sigterm_delay: cfg.proxy.max_sigterm_delay,
+    };
+    let proxy = async {
+        if !proxy.is_empty() {
+            listener::run(proxy, limits, stopped(stop_rx.clone())).await;
+        }
+    };
+    let signal = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    tokio::join!(
+        signal,
+        agent.run(cfg.interval, stopped(stop_rx.clone())),
+        proxy
+    );
     Ok(())
 }
 
 /// Listens for SIGTERM, SIGINT and SIGHUP from now on (so none of them
 /// kills the process mid-write any more) and completes on the first.
 /// SIGHUP ends the agent like SIGTERM, as its default action would, but
-/// cleanly and with a log line: there is no configuration to reload.
+/// cleanly and with a log line: there is no configuration to reload. A
+/// second signal during the shutdown ends the process at once.
 /// Must be called inside the runtime.
 pub fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::SignalKind;
@@ -88,7 +246,19 @@ pub fn shutdown_signal() -> impl Future<Output = ()> {
             () = recv(&mut int) => "SIGINT",
             () = recv(&mut hup) => "SIGHUP",
         };
-        tracing::info!(signal = name, "received {name}");
+        tracing::info!(
+            signal = name,
+            "received {name}; shutting down (a second signal aborts)"
+        );
+        tokio::spawn(async move {
+            let name = tokio::select! {
+                () = recv(&mut term) => "SIGTERM",
+                () = recv(&mut int) => "SIGINT",
+                () = recv(&mut hup) => "SIGHUP",
+            };
+            tracing::warn!(signal = name, "received a second signal; exiting at once");
+            std::process::exit(1);
+        });
     }
 }
 

@@ -4,47 +4,49 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::logging::LogFormat;
-use crate::region::RegionSource;
-use crate::signer::TokenSpec;
+use rds_iam_common::agent_args::Flag;
+use rds_iam_common::{Endpoint, RegionSource};
 
-/// Everything the refresh loop needs, already validated.
+use crate::logging::LogFormat;
+
+/// Everything the agent needs, already validated.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    pub spec: TokenSpec,
-    pub region_source: RegionSource,
+    /// The default database first (if any), then the named ones.
+    pub databases: Vec<Endpoint>,
+    /// Where each database's region came from (same order).
+    pub region_sources: Vec<RegionSource>,
     pub dir: PathBuf,
     pub interval: Duration,
     pub once: bool,
     pub health_addr: Option<SocketAddr>,
     pub log_format: LogFormat,
+    pub proxy: ProxySettings,
+}
+
+/// Settings of proxy mode, for the databases that use it.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub max_connections: usize,
+    pub max_sigterm_delay: Duration,
+    pub connect_timeout: Duration,
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A flag or env value is invalid. Every message names the flag and its env
-/// twin and says what is wrong.
+/// twin, says what is wrong and what to write.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{flag} ({env}) is required: {hint}")]
-    Missing {
-        flag: &'static str,
-        env: &'static str,
-        hint: &'static str,
-    },
-    #[error("{flag} ({env}): {problem}")]
-    Invalid {
-        flag: &'static str,
-        env: &'static str,
-        problem: String,
-    },
-    #[error(transparent)]
-    Region(#[from] crate::region::RegionError),
+    #[error("{flag} is required: {hint}")]
+    Missing { flag: Flag, hint: &'static str },
+    #[error("{flag}: {problem}")]
+    Invalid { flag: Flag, problem: String },
 }
 
 impl ConfigError {
-    pub fn invalid(flag: &'static str, env: &'static str, problem: impl ToString) -> Self {
+    pub fn invalid(flag: Flag, problem: impl ToString) -> Self {
         ConfigError::Invalid {
             flag,
-            env,
             problem: problem.to_string(),
         }
     }

@@ -8,13 +8,14 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
-use rds_iam_common::{PGPASS_FILE, TOKEN_LIFETIME_SECS};
+use rds_iam_common::{DbName, Endpoint, Engine, PGPASS_FILE, TOKEN_LIFETIME_SECS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::agent::READY_MIN_LIFE;
 use crate::cli::RunArgs;
 use crate::creds::{self, CredentialSource, CredsError};
 use crate::pgpass;
+use crate::proxy::{mysql_wire, pg_wire};
 use crate::signer::{self, SignError, TokenSpec};
 use crate::token::{self, unix_secs};
 
@@ -93,51 +94,62 @@ pub async fn run(args: RunArgs, env: impl Fn(&str) -> Option<String> + Copy) -> 
             return lines;
         }
     };
-    lines.push(Line::ok(
-        "region",
-        format!("{} ({})", cfg.spec.region, cfg.region_source),
-    ));
-    let source = CredentialSource::default_chain(&cfg.spec.region)
-        .await
-        .with_fetch_timeout(Duration::from_secs(15));
-    match source.credentials(READY_MIN_LIFE).await {
-        Ok(c) => {
-            lines.push(Line::ok(
-                "aws identity",
-                format!(
-                    "got credentials from {} (key {}…, {})",
-                    creds::provider_name(&c),
-                    c.access_key_id().chars().take(4).collect::<String>(),
-                    c.expiry()
-                        .map(|e| format!("expire {}", humantime::format_rfc3339_seconds(e)))
-                        .unwrap_or_else(|| "no expiry".into())
-                ),
-            ));
-            lines.push(check_signing(&cfg.spec, &c, SystemTime::now()));
-        }
-        Err(e) => {
-            let fix = match e {
-                CredsError::ExpiresTooSoon { .. } => {
-                    "the credential source hands out credentials that are expired or about to \
-                     expire: check this node's clock (NTP) and the credential endpoint"
+    for (e, source) in cfg.databases.iter().zip(&cfg.region_sources) {
+        lines.push(Line::ok(
+            "region",
+            format!("database {}: {} ({source})", e.name, e.region),
+        ));
+    }
+    for (region, members) in crate::agent::credential_groups(&cfg.databases) {
+        let source = CredentialSource::default_chain(&region)
+            .await
+            .with_fetch_timeout(Duration::from_secs(15));
+        match source.credentials(READY_MIN_LIFE).await {
+            Ok(c) => {
+                lines.push(Line::ok(
+                    "aws identity",
+                    format!(
+                        "got credentials from {} (key {}…, {}) for {region}",
+                        creds::provider_name(&c),
+                        c.access_key_id().chars().take(4).collect::<String>(),
+                        c.expiry()
+                            .map(|e| format!("expire {}", humantime::format_rfc3339_seconds(e)))
+                            .unwrap_or_else(|| "no expiry".into())
+                    ),
+                ));
+                for i in members {
+                    let e = &cfg.databases[i];
+                    lines.push(check_signing(
+                        &e.name,
+                        &TokenSpec::of(e),
+                        &c,
+                        SystemTime::now(),
+                    ));
                 }
-                _ => "check the credential source above; for IRSA the role's trust policy must allow this ServiceAccount",
-            };
-            lines.push(Line::fail("aws identity", e.to_string(), fix))
+            }
+            Err(e) => {
+                let fix = match e {
+                    CredsError::ExpiresTooSoon { .. } => {
+                        "the credential source hands out credentials that are expired or about to \
+                         expire: check this node's clock (NTP) and the credential endpoint"
+                    }
+                    _ => "check the credential source above; for IRSA the role's trust policy must allow this ServiceAccount",
+                };
+                lines.push(Line::fail("aws identity", e.to_string(), fix))
+            }
         }
     }
-    lines.push(check_endpoint(&cfg.spec.host, cfg.spec.port).await);
-    lines.push(check_pgpass(
-        &dir,
-        &cfg.spec.host,
-        cfg.spec.port,
-        &cfg.spec.user,
-    ));
+    for e in &cfg.databases {
+        lines.push(check_endpoint(e).await);
+        if e.engine == rds_iam_common::Engine::Postgres {
+            lines.push(check_pgpass(&dir, e));
+        }
+    }
     lines
 }
 
 /// Signs a token with `c` and says how long it lives.
-fn check_signing(spec: &TokenSpec, c: &Credentials, now: SystemTime) -> Line {
+fn check_signing(db: &DbName, spec: &TokenSpec, c: &Credentials, now: SystemTime) -> Line {
     match signer::sign_token(spec, c, now) {
         Ok(t) => {
             // X-Amz-Expires: from the signing second to the expiry.
@@ -150,7 +162,7 @@ fn check_signing(spec: &TokenSpec, c: &Credentials, now: SystemTime) -> Line {
             Line::ok(
                 "signing",
                 format!(
-                    "signed a {}-byte token for {}@{}:{}, valid for {}s{limited}",
+                    "database {db}: signed a {}-byte token for {}@{}:{}, valid for {}s{limited}",
                     t.token.expose().len(),
                     spec.user,
                     spec.host,
@@ -168,81 +180,87 @@ fn check_signing(spec: &TokenSpec, c: &Credentials, now: SystemTime) -> Line {
     }
 }
 
-/// DNS, TCP and PostgreSQL's SSLRequest: the server must answer `S`.
-async fn check_endpoint(host: &str, port: u16) -> Line {
+/// DNS, TCP, and whether the server offers TLS: PostgreSQL must answer `S`
+/// to an SSLRequest; a MySQL server's greeting must carry the SSL flag.
+async fn check_endpoint(e: &Endpoint) -> Line {
+    let (db, host, port) = (&e.name, e.host.as_str(), e.port);
+    let fail =
+        |detail: String, fix: &str| Line::fail("endpoint", format!("database {db}: {detail}"), fix);
     let addrs: Vec<_> =
         match tokio::time::timeout(NET_TIMEOUT, tokio::net::lookup_host((host, port))).await {
             Ok(Ok(a)) => a.collect(),
-            Ok(Err(e)) => {
-                return Line::fail(
-                    "endpoint",
-                    format!("{host} does not resolve: {e}"),
-                    "check --host / rds-iam/host and the pod's DNS",
+            Ok(Err(err)) => {
+                return fail(
+                    format!("{host} does not resolve: {err}"),
+                    "check the host annotation and the pod's DNS",
                 )
             }
-            Err(_) => {
-                return Line::fail(
-                    "endpoint",
-                    format!("resolving {host} timed out"),
-                    "check the pod's DNS",
-                )
-            }
+            Err(_) => return fail(format!("resolving {host} timed out"), "check the pod's DNS"),
         };
     let Some(addr) = addrs.first().copied() else {
-        return Line::fail(
-            "endpoint",
+        return fail(
             format!("{host} has no addresses"),
-            "check --host / rds-iam/host",
+            "check the host annotation",
         );
     };
     let mut stream =
         match tokio::time::timeout(NET_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                return Line::fail(
-                    "endpoint",
-                    format!("cannot connect to {addr}: {e}"),
+            Ok(Err(err)) => {
+                return fail(
+                    format!("cannot connect to {addr}: {err}"),
                     "check the port and the DB security group / network policy",
                 )
             }
             Err(_) => {
-                return Line::fail(
-                    "endpoint",
+                return fail(
                     format!("connecting to {addr} timed out"),
                     "allow the pod to reach the DB in its security group / network policy",
                 )
             }
         };
-    // SSLRequest: length 8, code 80877103.
-    let req = [0u8, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
-    let mut answer = [0u8; 1];
-    let talk = async {
-        stream.write_all(&req).await?;
-        stream.read_exact(&mut answer).await
-    };
-    match tokio::time::timeout(NET_TIMEOUT, talk).await {
-        Ok(Ok(_)) if answer[0] == b'S' => {
-            Line::ok("endpoint", format!("{host}:{port} ({addr}) accepts TLS"))
+    let offers_tls = async {
+        match e.engine {
+            Engine::Postgres => {
+                stream.write_all(&pg_wire::ssl_request()).await?;
+                let mut answer = [0u8; 1];
+                stream.read_exact(&mut answer).await?;
+                Ok::<_, std::io::Error>(answer[0] == b'S')
+            }
+            Engine::Mysql => {
+                let mut head = [0u8; 4];
+                stream.read_exact(&mut head).await?;
+                let len =
+                    usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
+                let mut payload = vec![0u8; len.min(mysql_wire::MAX_HANDSHAKE_PACKET)];
+                stream.read_exact(&mut payload).await?;
+                Ok(mysql_wire::parse_greeting(&payload).is_ok_and(|g| mysql_wire::offers_tls(&g)))
+            }
         }
-        Ok(Ok(_)) => Line::fail(
+    };
+    let engine = e.engine.as_str();
+    match tokio::time::timeout(NET_TIMEOUT, offers_tls).await {
+        Ok(Ok(true)) => Line::ok(
             "endpoint",
+            format!("database {db}: {host}:{port} ({addr}) accepts TLS"),
+        ),
+        Ok(Ok(false)) => fail(
             format!("{host}:{port} ({addr}) refuses TLS"),
-            "IAM authentication needs TLS; enable ssl on the server",
+            "IAM authentication needs TLS; enable it on the server",
         ),
-        Ok(Err(e)) => Line::fail(
-            "endpoint",
-            format!("{addr} closed the connection: {e}"),
-            "is this a PostgreSQL port?",
+        Ok(Err(err)) => fail(
+            format!("{addr} closed the connection: {err}"),
+            &format!("is this a {engine} port?"),
         ),
-        Err(_) => Line::fail(
-            "endpoint",
-            format!("{addr} did not answer the TLS request"),
-            "is this a PostgreSQL port?",
+        Err(_) => fail(
+            format!("{addr} did not answer"),
+            &format!("is this a {engine} port?"),
         ),
     }
 }
 
-fn check_pgpass(dir: &Path, host: &str, port: u16, user: &str) -> Line {
+fn check_pgpass(dir: &Path, e: &Endpoint) -> Line {
+    let (host, port, user) = (e.host.as_str(), e.port, e.user.as_str());
     let path = dir.join(PGPASS_FILE);
     let meta = match fs::metadata(&path) {
         Ok(m) => m,
@@ -285,40 +303,52 @@ fn check_pgpass(dir: &Path, host: &str, port: u16, user: &str) -> Line {
             )
         }
     };
-    let Some(f) = text.lines().next().and_then(pgpass::parse_line) else {
+    let lines: Vec<[String; 5]> = text.lines().filter_map(pgpass::parse_line).collect();
+    if lines.is_empty() {
         return Line::fail(
             "pgpass",
             format!("{} is malformed", path.display()),
             "delete it; the agent rewrites it",
         );
-    };
-    if f[0] != host || f[1] != port.to_string() || f[3] != user {
+    }
+    let Some(f) = lines
+        .iter()
+        .find(|f| f[0] == host && f[1] == port.to_string() && f[3] == user)
+    else {
+        let have: Vec<String> = lines
+            .iter()
+            .map(|f| format!("{}@{}:{}", f[3], f[0], f[1]))
+            .collect();
         return Line::fail(
             "pgpass",
             format!(
-                "{} is for {}@{}:{}, not {user}@{host}:{port}",
+                "database {}: {} has no line for {user}@{host}:{port} (it has {})",
+                e.name,
                 path.display(),
-                f[3],
-                f[0],
-                f[1]
+                have.join(", ")
             ),
-            "PGHOST/PGPORT/PGUSER must equal the agent's --host/--port/--user",
+            "the client's host, port and user must equal the database's; check the agent's logs",
         );
-    }
+    };
     match token::expires_at(&f[4]) {
         Ok(exp) => {
             let left = exp.duration_since(SystemTime::now()).unwrap_or_default();
             if left.is_zero() {
                 Line::fail(
                     "pgpass",
-                    format!("{} holds an expired token", path.display()),
+                    format!(
+                        "database {}: {} holds an expired token",
+                        e.name,
+                        path.display()
+                    ),
                     "check the agent's logs for refresh errors",
                 )
             } else {
                 Line::ok(
                     "pgpass",
                     format!(
-                        "{} is readable, mode 0600, token valid for {}s",
+                        "database {}: {} is readable, mode 0600, token valid for {}s",
+                        e.name,
                         path.display(),
                         left.as_secs()
                     ),
@@ -349,17 +379,38 @@ mod tests {
         );
     }
 
+    fn endpoint(host: &str, port: u16, engine: Engine) -> Endpoint {
+        Endpoint {
+            name: DbName::named("orders").unwrap(),
+            engine,
+            host: host.into(),
+            port,
+            user: "u".into(),
+            database: None,
+            region: "us-east-1".into(),
+            sslmode: rds_iam_common::SslMode::Require,
+            access: Default::default(),
+        }
+    }
+
     #[test]
     fn pgpass_checks() {
         let d = tempfile::tempdir().unwrap();
-        let l = check_pgpass(d.path(), "h", 5432, "u");
+        let e = endpoint("h", 5432, Engine::Postgres);
+        let l = check_pgpass(d.path(), &e);
         assert!(!l.ok && l.detail.contains("No such file"), "{l:?}");
         let line = pgpass::line("other", 5432, "u", "t").unwrap();
         crate::files::write_atomic(d.path(), "pgpass", line.as_bytes(), 0o600).unwrap();
-        let l = check_pgpass(d.path(), "h", 5432, "u");
-        assert!(!l.ok && l.detail.contains("not u@h:5432"), "{l:?}");
+        let l = check_pgpass(d.path(), &e);
+        assert!(
+            !l.ok
+                && l.detail.contains("database orders:")
+                && l.detail
+                    .contains("has no line for u@h:5432 (it has u@other:5432)"),
+            "{l:?}"
+        );
         crate::files::write_atomic(d.path(), "pgpass", line.as_bytes(), 0o644).unwrap();
-        let l = check_pgpass(d.path(), "h", 5432, "u");
+        let l = check_pgpass(d.path(), &e);
         assert!(!l.ok && l.detail.contains("mode 0644"), "{l:?}");
     }
 
@@ -373,7 +424,7 @@ mod tests {
         };
         let now = SystemTime::now();
         let c = Credentials::new("AKID", "s", None, Some(now + Duration::from_secs(300)), "t");
-        let l = check_signing(&spec, &c, now);
+        let l = check_signing(&DbName::default_db(), &spec, &c, now);
         assert!(l.ok, "{l:?}");
         assert!(
             l.detail
@@ -381,10 +432,10 @@ mod tests {
             "{l:?}"
         );
         let c = Credentials::new("AKID", "s", None, None, "t");
-        let l = check_signing(&spec, &c, now);
+        let l = check_signing(&DbName::default_db(), &spec, &c, now);
         assert!(l.ok && l.detail.ends_with("valid for 900s"), "{l:?}");
         let c = Credentials::new("AKID", "s", Some("x".repeat(70_000)), None, "t");
-        let l = check_signing(&spec, &c, now);
+        let l = check_signing(&DbName::default_db(), &spec, &c, now);
         assert!(!l.ok && l.detail.contains("session token"), "{l:?}");
         assert!(l.fix.unwrap().contains("credential source"));
     }
@@ -401,7 +452,8 @@ mod tests {
             assert_eq!(b, [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
             s.write_all(b"N").await.unwrap();
         });
-        let line = check_endpoint("127.0.0.1", port).await;
+        let line = check_endpoint(&endpoint("127.0.0.1", port, Engine::Postgres)).await;
         assert!(!line.ok && line.detail.contains("refuses TLS"), "{line:?}");
+        assert!(line.detail.starts_with("database orders:"), "{line:?}");
     }
 }

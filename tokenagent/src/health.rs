@@ -13,51 +13,69 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::agent::Status;
+use crate::proxy::metrics::ProxyMetrics;
+
+/// What the health server reports on.
+#[derive(Clone)]
+pub struct Health {
+    pub status: Arc<Status>,
+    pub proxy: Option<Arc<ProxyMetrics>>,
+}
 
 /// The health router.
-pub fn router(status: Arc<Status>) -> Router {
+pub fn router(state: Health) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(status)
+        .with_state(state)
 }
 
-async fn readyz(State(status): State<Arc<Status>>) -> impl IntoResponse {
+async fn readyz(State(h): State<Health>) -> impl IntoResponse {
     let now = SystemTime::now();
-    match status.token_life(now) {
-        Some(life) if status.ready(now) => (
-            StatusCode::OK,
-            format!("ready: token valid for {}s\n", life.as_secs()),
-        ),
-        Some(life) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: token valid for only {}s\n", life.as_secs()),
-        ),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: no token written yet\n".to_owned(),
-        ),
-    }
+    let lines: Vec<String> = h
+        .status
+        .dbs
+        .iter()
+        .map(|d| match d.token_life(now) {
+            Some(l) => format!("database {}: token valid for {}s", d.name, l.as_secs()),
+            None => format!("database {}: no token written yet", d.name),
+        })
+        .collect();
+    let code = if h.status.ready(now) {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let head = if code == StatusCode::OK {
+        "ready"
+    } else {
+        "not ready"
+    };
+    (code, format!("{head}\n{}\n", lines.join("\n")))
 }
 
-async fn metrics(State(status): State<Arc<Status>>) -> impl IntoResponse {
+async fn metrics(State(h): State<Health>) -> impl IntoResponse {
+    let mut text = h.status.render_metrics();
+    if let Some(p) = &h.proxy {
+        text.push_str(&p.render());
+    }
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        status.render_metrics(),
+        text,
     )
 }
 
 /// Serves on a bound listener until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    status: Arc<Status>,
+    state: Health,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(status))
+    axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -28,7 +28,6 @@ pub mod outputs;
 pub mod pgpass;
 pub mod probe;
 pub mod proxy;
-pub mod region;
 pub mod signer;
 pub mod source;
 pub mod token;

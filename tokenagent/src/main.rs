@@ -14,9 +14,17 @@ fn main() -> ExitCode {
                 Ok(m) => m,
                 Err(e) => return fail(2, e),
             };
-            match probe::probe(&args.dir, min_life, std::time::SystemTime::now()) {
+            let dbs = if args.dbs.is_empty() {
+                Vec::new()
+            } else {
+                match args.dbs.endpoints(|k| std::env::var(k).ok()) {
+                    Ok(d) => d.into_iter().map(|(e, _)| e).collect(),
+                    Err(e) => return fail(2, e),
+                }
+            };
+            match probe::probe(&args.dir, &dbs, min_life, std::time::SystemTime::now()) {
                 Ok(left) => {
-                    println!("ok: token valid for {}s", left.as_secs());
+                    println!("ok: every token valid for at least {}s", left.as_secs());
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(1, e),
@@ -40,34 +48,44 @@ fn main() -> ExitCode {
                 Err(e) => return fail(2, e),
             };
             logging::init(cfg.log_format);
-            let rt = match runtime() {
+            let proxied = !cfg.once
+                && cfg
+                    .databases
+                    .iter()
+                    .any(|d| d.access.mode == rds_iam_common::Mode::Proxy);
+            let rt = match if proxied { proxy_runtime() } else { runtime() } {
                 Ok(rt) => rt,
                 Err(e) => return fail(1, e),
             };
             rt.block_on(async {
                 // From here on no signal kills the process mid-write.
                 let shutdown = app::shutdown_signal();
-                let agent = match app::build_agent(&cfg).await {
-                    Ok(a) => a,
-                    Err(e) => return fail(1, format!("--dir {}: {e}", cfg.dir.display())),
+                let built = match app::build(&cfg).await {
+                    Ok(b) => b,
+                    Err(e) => return fail(1, e),
                 };
                 if cfg.once {
-                    return match app::once(&agent, shutdown).await {
-                        Ok(exp) => {
+                    return match app::once(&built.agent, shutdown).await {
+                        Ok(r) if r.failures().is_empty() => {
                             tracing::info!(
                                 dir = %cfg.dir.display(),
-                                expires = %humantime::format_rfc3339_seconds(exp),
-                                "token written"
+                                databases = r.dbs.len(),
+                                expires = r.earliest_expiry().map(|e| tracing::field::display(humantime::format_rfc3339_seconds(e))),
+                                "tokens written"
                             );
                             ExitCode::SUCCESS
                         }
-                        Err(e) => {
-                            tracing::error!(error = %e, "token refresh failed");
-                            fail(1, e)
+                        Ok(r) => {
+                            let failures = r.failures();
+                            for f in &failures {
+                                tracing::error!(error = %f, "token refresh failed");
+                            }
+                            fail(1, failures.join("; "))
                         }
+                        Err(e) => fail(1, e),
                     };
                 }
-                match app::run(&cfg, agent, shutdown).await {
+                match app::run(&cfg, built, shutdown).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => fail(1, format!("--health-addr: {e}")),
                 }
@@ -76,8 +94,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// One thread, which is plenty for refreshing files.
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// A proxy splices and encrypts every client's bytes: up to 4 threads.
+fn proxy_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .build()
 }

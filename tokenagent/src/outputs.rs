@@ -25,6 +25,8 @@ pub struct DbState<'a> {
 pub struct File {
     pub name: String,
     pub contents: Vec<u8>,
+    /// The database the file belongs to alone (`None`: shared by all).
+    pub owner: Option<rds_iam_common::DbName>,
 }
 
 /// An output cannot render (a value would break the format).
@@ -56,6 +58,7 @@ impl Output for TokenFiles {
                 d.current.as_ref().map(|c| File {
                     name: d.endpoint.name.token_file(),
                     contents: c.token.expose().as_bytes().to_vec(),
+                    owner: Some(d.endpoint.name.clone()),
                 })
             })
             .collect())
@@ -98,6 +101,7 @@ impl Output for Pgpass {
         Ok(vec![File {
             name: PGPASS_FILE.to_owned(),
             contents: text.into_bytes(),
+            owner: None,
         }])
     }
 }
@@ -154,6 +158,7 @@ impl Output for PgService {
         Ok(vec![File {
             name: PG_SERVICE_FILE.to_owned(),
             contents: text.into_bytes(),
+            owner: None,
         }])
     }
 }

@@ -1,14 +1,17 @@
-//! `rds-iam-tokenagent probe`: an exec probe for kubelet. It passes only if
-//! both files exist, are regular files with mode 0600 and hold a token with
-//! at least `--min-life` left, judged from its `X-Amz-Date` and
-//! `X-Amz-Expires`, and signed no later than [`MAX_CLOCK_SKEW`] from now.
+//! `rds-iam-tokenagent probe`: an exec probe for kubelet. It passes only if,
+//! for every database the agent serves (the same `--db` / `RDS_IAM_DATABASES`
+//! as the agent's, so the probe sees the same list), its token file and its
+//! pgpass line exist in regular files with mode 0600 and hold a token with at
+//! least `--min-life` left, judged from its `X-Amz-Date` and `X-Amz-Expires`
+//! and signed no later than [`MAX_CLOCK_SKEW`] from now; and, in proxy mode,
+//! its socket accepts a connection. Every failure names the database.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use rds_iam_common::{PGPASS_FILE, TOKEN_FILE};
+use rds_iam_common::{Endpoint, Engine, Mode, PGPASS_FILE, TOKEN_FILE};
 
 use crate::pgpass;
 use crate::token::{self, TokenError};
@@ -39,8 +42,23 @@ pub enum ProbeError {
         #[source]
         source: TokenError,
     },
-    #[error("{path} is not a one-line host:port:db:user:token passfile")]
+    #[error("{path} is not a host:port:db:user:token passfile")]
     BadPgpass { path: PathBuf },
+    #[error("{path} has no line for {user}@{host}:{port}")]
+    NoPgpassLine {
+        path: PathBuf,
+        host: String,
+        port: u16,
+        user: String,
+    },
+    #[error("the proxy socket {path} does not answer: {reason}")]
+    Socket { path: String, reason: String },
+    #[error("database {db}: {source}")]
+    Db {
+        db: String,
+        #[source]
+        source: Box<ProbeError>,
+    },
     #[error("the token in {path} has {left}s left, less than the required {min}s")]
     TooShort { path: PathBuf, left: u64, min: u64 },
     #[error(
@@ -107,23 +125,103 @@ fn life_left(
     Ok(left)
 }
 
-/// Checks the files in `dir`; returns the smaller life left of the two.
-pub fn probe(dir: &Path, min_life: Duration, now: SystemTime) -> Result<Duration, ProbeError> {
-    let token_path = dir.join(TOKEN_FILE);
-    let token = read_private(&token_path)?;
-    let a = life_left(&token_path, token.trim_end(), now, min_life)?;
-    let pgpass_path = dir.join(PGPASS_FILE);
-    let text = read_private(&pgpass_path)?;
-    let mut lines = text.lines();
-    let fields = match (lines.next(), lines.next()) {
-        (Some(l), None) => pgpass::parse_line(l),
-        _ => None,
+/// Checks every database of `dbs` (see the module docs); returns the least
+/// life left. With no database given, checks `token` and `pgpass`.
+pub fn probe(
+    dir: &Path,
+    dbs: &[Endpoint],
+    min_life: Duration,
+    now: SystemTime,
+) -> Result<Duration, ProbeError> {
+    if dbs.is_empty() {
+        let token_path = dir.join(TOKEN_FILE);
+        let token = read_private(&token_path)?;
+        let a = life_left(&token_path, token.trim_end(), now, min_life)?;
+        let pgpass_path = dir.join(PGPASS_FILE);
+        let lines = pgpass_lines(&pgpass_path)?;
+        let mut least = a;
+        for f in &lines {
+            least = least.min(life_left(&pgpass_path, &f[4], now, min_life)?);
+        }
+        return Ok(least);
     }
-    .ok_or_else(|| ProbeError::BadPgpass {
-        path: pgpass_path.clone(),
-    })?;
-    let b = life_left(&pgpass_path, &fields[4], now, min_life)?;
-    Ok(a.min(b))
+    let mut least = Duration::MAX;
+    let mut pgpass: Option<Vec<[String; 5]>> = None;
+    for e in dbs {
+        let in_db = |source: ProbeError| ProbeError::Db {
+            db: e.name.to_string(),
+            source: Box::new(source),
+        };
+        let token_path = dir.join(e.name.token_file());
+        let token = read_private(&token_path).map_err(in_db)?;
+        least = least.min(life_left(&token_path, token.trim_end(), now, min_life).map_err(in_db)?);
+        if e.engine == Engine::Postgres {
+            let path = dir.join(PGPASS_FILE);
+            if pgpass.is_none() {
+                pgpass = Some(pgpass_lines(&path).map_err(in_db)?);
+            }
+            let line = pgpass
+                .iter()
+                .flatten()
+                .find(|f| f[0] == e.host && f[1] == e.port.to_string() && f[3] == e.user)
+                .ok_or_else(|| {
+                    in_db(ProbeError::NoPgpassLine {
+                        path: path.clone(),
+                        host: e.host.clone(),
+                        port: e.port,
+                        user: e.user.clone(),
+                    })
+                })?;
+            least = least.min(life_left(&path, &line[4], now, min_life).map_err(in_db)?);
+        }
+        if e.access.mode == Mode::Proxy {
+            check_socket(e, &dir.display().to_string()).map_err(in_db)?;
+        }
+    }
+    Ok(least)
+}
+
+fn pgpass_lines(path: &Path) -> Result<Vec<[String; 5]>, ProbeError> {
+    let text = read_private(path)?;
+    let lines: Option<Vec<[String; 5]>> = text.lines().map(pgpass::parse_line).collect();
+    match lines {
+        Some(l) if !l.is_empty() => Ok(l),
+        _ => Err(ProbeError::BadPgpass {
+            path: path.to_owned(),
+        }),
+    }
+}
+
+/// How long the socket check may take.
+const SOCKET_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The proxy's socket accepts; a PostgreSQL proxy also answers an
+/// SSLRequest with `N`, as it does for every client.
+fn check_socket(e: &Endpoint, dir: &str) -> Result<(), ProbeError> {
+    use std::io::{Read, Write};
+    let path = e.socket_path(dir);
+    let fail = |reason: String| ProbeError::Socket {
+        path: path.clone(),
+        reason,
+    };
+    let mut s =
+        std::os::unix::net::UnixStream::connect(&path).map_err(|err| fail(err.to_string()))?;
+    if e.engine == Engine::Postgres {
+        s.set_read_timeout(Some(SOCKET_TIMEOUT))
+            .and_then(|()| s.set_write_timeout(Some(SOCKET_TIMEOUT)))
+            .and_then(|()| s.write_all(&crate::proxy::pg_wire::ssl_request()))
+            .map_err(|err| fail(err.to_string()))?;
+        let mut answer = [0u8; 1];
+        s.read_exact(&mut answer)
+            .map_err(|err| fail(err.to_string()))?;
+        if answer[0] != b'N' {
+            return Err(fail(format!(
+                "it answered {:?} to an SSLRequest",
+                answer[0] as char
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -151,16 +249,16 @@ mod tests {
     #[test]
     fn passes_with_enough_life() {
         let d = setup();
-        let left = probe(d.path(), Duration::from_secs(120), at(60)).unwrap();
+        let left = probe(d.path(), &[], Duration::from_secs(120), at(60)).unwrap();
         assert_eq!(left, Duration::from_secs(840));
         // Exactly the minimum still passes.
-        assert!(probe(d.path(), Duration::from_secs(120), at(780)).is_ok());
+        assert!(probe(d.path(), &[], Duration::from_secs(120), at(780)).is_ok());
     }
 
     #[test]
     fn fails_when_too_short_or_expired() {
         let d = setup();
-        let e = probe(d.path(), Duration::from_secs(120), at(781)).unwrap_err();
+        let e = probe(d.path(), &[], Duration::from_secs(120), at(781)).unwrap_err();
         assert!(
             matches!(
                 e,
@@ -173,10 +271,10 @@ mod tests {
             "{e}"
         );
         assert!(matches!(
-            probe(d.path(), Duration::ZERO, at(2000)),
+            probe(d.path(), &[], Duration::ZERO, at(2000)),
             Ok(d) if d == Duration::ZERO
         ));
-        assert!(probe(d.path(), Duration::from_secs(1), at(2000)).is_err());
+        assert!(probe(d.path(), &[], Duration::from_secs(1), at(2000)).is_err());
     }
 
     #[test]
@@ -185,6 +283,7 @@ mod tests {
         // A minute early is clock skew; the token still has its 900 s and more.
         let left = probe(
             d.path(),
+            &[],
             Duration::from_secs(120),
             at(0) - Duration::from_secs(60),
         )
@@ -192,7 +291,7 @@ mod tests {
         assert_eq!(left, Duration::from_secs(960));
         for ahead in [61, 3600, 10 * 365 * 86_400] {
             let now = at(0) - Duration::from_secs(ahead);
-            let e = probe(d.path(), Duration::from_secs(120), now).unwrap_err();
+            let e = probe(d.path(), &[], Duration::from_secs(120), now).unwrap_err();
             assert!(
                 matches!(e, ProbeError::FromTheFuture { ahead: a, max: 60, .. } if a == ahead),
                 "{e}"
@@ -209,17 +308,17 @@ mod tests {
     fn fails_on_missing_files_or_bad_mode() {
         let d = tempfile::tempdir().unwrap();
         assert!(matches!(
-            probe(d.path(), Duration::ZERO, at(0)),
+            probe(d.path(), &[], Duration::ZERO, at(0)),
             Err(ProbeError::Missing(_))
         ));
         let d = setup();
         fs::set_permissions(d.path().join("pgpass"), fs::Permissions::from_mode(0o640)).unwrap();
-        let e = probe(d.path(), Duration::ZERO, at(0)).unwrap_err();
+        let e = probe(d.path(), &[], Duration::ZERO, at(0)).unwrap_err();
         assert!(e.to_string().contains("mode 0640"), "{e}");
         let d = setup();
         fs::remove_file(d.path().join("pgpass")).unwrap();
         assert!(matches!(
-            probe(d.path(), Duration::ZERO, at(0)),
+            probe(d.path(), &[], Duration::ZERO, at(0)),
             Err(ProbeError::Missing(_))
         ));
     }
@@ -229,13 +328,13 @@ mod tests {
         let d = setup();
         write_atomic(d.path(), "token", b"not a token", 0o600).unwrap();
         assert!(matches!(
-            probe(d.path(), Duration::ZERO, at(0)),
+            probe(d.path(), &[], Duration::ZERO, at(0)),
             Err(ProbeError::BadToken { .. })
         ));
         let d = setup();
-        write_atomic(d.path(), "pgpass", b"a:b:c:d:e\nf:g:h:i:j\n", 0o600).unwrap();
+        write_atomic(d.path(), "pgpass", b"a:b:c\n", 0o600).unwrap();
         assert!(matches!(
-            probe(d.path(), Duration::ZERO, at(0)),
+            probe(d.path(), &[], Duration::ZERO, at(0)),
             Err(ProbeError::BadPgpass { .. })
         ));
     }

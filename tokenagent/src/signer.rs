@@ -46,6 +46,18 @@ pub struct TokenSpec {
     pub region: String,
 }
 
+impl TokenSpec {
+    /// The token of a database: its host, port, user and region.
+    pub fn of(e: &rds_iam_common::Endpoint) -> Self {
+        Self {
+            host: e.host.clone(),
+            port: e.port,
+            user: e.user.clone(),
+            region: e.region.clone(),
+        }
+    }
+}
+
 /// A signed token and when it stops being valid: the earlier of 15 minutes
 /// after signing and the signing credentials' expiry. The token's own
 /// `X-Amz-Date` + `X-Amz-Expires` say the same.
@@ -84,17 +96,7 @@ pub enum SignError {
 
 /// Percent-encodes a query value the SigV4 way: everything but
 /// `A-Z a-z 0-9 - _ . ~` becomes `%XX`.
-pub fn uri_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() * 3);
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use rds_iam_common::pct::encode as uri_encode;
 
 /// How long a token signed at `now` with credentials expiring at `expiry`
 /// may live: 900 s, or the whole seconds the credentials have left. `None`

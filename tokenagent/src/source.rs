@@ -44,6 +44,11 @@ impl TokenSource {
         self.tx.send_replace(Some(Arc::new(current)));
     }
 
+    /// Forgets the current token (it was never written).
+    pub fn clear(&self) {
+        self.tx.send_replace(None);
+    }
+
     /// The current token, if there is one (it may have expired).
     pub fn current(&self) -> Option<Arc<Current>> {
         self.tx.borrow().clone()
