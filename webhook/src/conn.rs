@@ -639,4 +639,135 @@ mod tests {
         c.on_read(b"G", t0);
         assert!(!c.unused(t0 + Duration::from_secs(5)));
     }
+
+    /// One in-memory connection being served.
+    struct InMemory {
+        client: tokio::io::DuplexStream,
+        phase: watch::Sender<Phase>,
+        overload: Arc<Notify>,
+        /// Why it was closed, and when.
+        task: tokio::task::JoinHandle<(Option<Closed>, Duration)>,
+    }
+
+    /// Serves one in-memory connection with the given clocks.
+    fn serve_in_memory(t: Timeouts) -> InMemory {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let router = Router::new()
+            .route("/", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_secs(90)).await;
+                    "slow"
+                }),
+            );
+        let (phase, phase_rx) = watch::channel(Phase::Serving);
+        let overload = Arc::new(Notify::new());
+        let builder = Arc::new(builder(&Limits::default()));
+        let o = overload.clone();
+        let task = tokio::spawn(async move {
+            let start = Instant::now();
+            let closed = serve(server, router, builder, t, phase_rx, o).await;
+            (closed, start.elapsed())
+        });
+        InMemory {
+            client,
+            phase,
+            overload,
+            task,
+        }
+    }
+
+    async fn get(client: &mut tokio::io::DuplexStream, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        client
+            .write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = client.read(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_connection_is_closed_at_the_idle_timeout() {
+        let c = serve_in_memory(t());
+        assert_eq!(
+            c.task.await.unwrap(),
+            (Some(Closed::IdleTimeout), Duration::from_secs(60))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_head_is_closed_at_the_header_timeout() {
+        use tokio::io::AsyncWriteExt;
+        let mut c = serve_in_memory(t());
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        c.client.write_all(b"GET / HTTP/1.1\r\nhost").await.unwrap();
+        assert_eq!(
+            c.task.await.unwrap(),
+            (Some(Closed::HeaderTimeout), Duration::from_secs(15))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_progress_is_not_idle() {
+        let mut c = serve_in_memory(t());
+        let start = Instant::now();
+        let answer = get(&mut c.client, "/slow").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert_eq!(start.elapsed(), Duration::from_secs(90));
+        // Idle from the answer on.
+        assert_eq!(
+            c.task.await.unwrap(),
+            (Some(Closed::IdleTimeout), Duration::from_secs(150))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_the_cap_only_unused_connections_make_room() {
+        let unused = serve_in_memory(t());
+        let mut used = serve_in_memory(t());
+        assert!(get(&mut used.client, "/").await.starts_with("HTTP/1.1 200"));
+        // Too young to be called unused.
+        unused.overload.notify_waiters();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!unused.task.is_finished());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        unused.overload.notify_waiters();
+        used.overload.notify_waiters();
+        assert_eq!(
+            unused.task.await.unwrap(),
+            (Some(Closed::Overload), Duration::from_millis(1500))
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            !used.task.is_finished(),
+            "a connection that served a request stays"
+        );
+        assert!(get(&mut used.client, "/").await.starts_with("HTTP/1.1 200"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_drain_closes_idle_connections_and_cuts_busy_ones() {
+        use tokio::io::AsyncWriteExt;
+        let idle = serve_in_memory(t());
+        let mut busy = serve_in_memory(t());
+        busy.client
+            .write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        idle.phase.send(Phase::Draining).unwrap();
+        busy.phase.send(Phase::Draining).unwrap();
+        // Closed at once, not counted as a timeout.
+        assert_eq!(idle.task.await.unwrap(), (None, Duration::from_secs(1)));
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert!(!busy.task.is_finished(), "the review in flight may finish");
+        busy.phase.send(Phase::Cut).unwrap();
+        assert_eq!(
+            busy.task.await.unwrap(),
+            (Some(Closed::DrainTimeout), Duration::from_secs(21))
+        );
+    }
 }
