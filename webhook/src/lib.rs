@@ -6,15 +6,16 @@
 //! - [`review`] turns an AdmissionReview body into the answer.
 //! - [`server`] serves it over HTTPS ([`tls`] loads and reloads the certificate),
 //!   with [`metrics`] on a separate plain-HTTP listener. [`listener`] accepts
-//!   within the connection cap, [`conn`] keeps each connection's header and
-//!   idle clocks, [`budget`] bounds the request bytes in memory, and
-//!   [`limits`] holds the settings of all three.
+//!   within the connection cap, [`conn`] serves each connection until its
+//!   [`clock`] (header and idle timeouts) runs out, [`budget`] bounds the
+//!   request bytes in memory, and [`limits`] holds the settings of all four.
 //! - [`inject_cmd`] and [`certs_cmd`] are the offline subcommands; [`cli`] wires it all.
 
 pub mod annotations;
 pub mod budget;
 pub mod certs_cmd;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod inject_cmd;

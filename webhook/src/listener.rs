@@ -16,7 +16,8 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::conn::{self, Closed, Phase, Timeouts};
+use crate::clock::Timeouts;
+use crate::conn::{self, Closed, Phase};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 
