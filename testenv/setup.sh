@@ -28,6 +28,8 @@ dpkg -s openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # the test kubelet gives container UIDs a passwd entry with nss_wrapper; the e2e flow uses curl
 dpkg -s libnss-wrapper >/dev/null 2>&1 || need_apt+=(libnss-wrapper)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# webhook/tests/hostile.rs starts the webhook under `prlimit --nofile=256:256`
+[[ -x /usr/bin/prlimit ]] || need_apt+=(util-linux)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)

@@ -29,17 +29,8 @@ done
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 cargo build --release -q -p rds-iam-webhook
 BIN="$CARGO_TARGET_DIR/release/rds-iam-webhook"
-TMP="$(mktemp -d)"
-PID=""
-cleanup() { [[ -n "$PID" ]] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
-"$BIN" certs --out "$TMP/certs" --base . >/dev/null
-PORT=18443; MPORT=19090
-HOST=rds-iam-webhook.rds-iam-system.svc
-"$BIN" serve --listen 127.0.0.1:$PORT --metrics-listen 127.0.0.1:$MPORT \
-  --tls-cert "$TMP/certs/tls.crt" --tls-key "$TMP/certs/tls.key" >/dev/null 2>"$TMP/stderr" &
-PID=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$MPORT/metrics" >/dev/null && break; sleep 0.1; done
+# shellcheck source=webhook/benches/serve.sh
+source webhook/benches/serve.sh
 rss() { awk '/^(VmRSS|VmHWM)/ {printf "%s %d MiB  ", $1, $2/1024} END {print ""}' "/proc/$PID/status"; }
 # steal and busy jiffies of all CPUs, from /proc/stat
 cpu() { awk '/^cpu / {print $9, $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }

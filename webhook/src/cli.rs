@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::certs_cmd::{self, CertsOptions};
 use crate::config::{AgentConfig, AgentResources, ConfigError, SidecarMode, DEFAULT_AGENT_IMAGE};
 use crate::inject_cmd;
+use crate::limits::{self, Limits};
 use crate::server::{self, ServeOptions};
 use crate::tls;
 
@@ -146,7 +147,57 @@ pub struct ServeArgs {
     #[arg(long, env = "RDS_IAM_WEBHOOK_DRAIN_TIMEOUT", default_value = "20s", value_parser = humantime_duration)]
     pub drain_timeout: Duration,
     #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
     pub agent: AgentArgs,
+}
+
+/// What one client may hold (both listeners).
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Time from a request's first byte (or the TLS handshake's) to its last header.
+    #[arg(long, env = "RDS_IAM_WEBHOOK_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime_duration)]
+    pub header_timeout: Duration,
+    /// Time from a request's headers to the last byte of its body (408 after it).
+    #[arg(long, env = "RDS_IAM_WEBHOOK_BODY_TIMEOUT", default_value = "30s", value_parser = humantime_duration)]
+    pub body_timeout: Duration,
+    /// How long a keep-alive connection may stay open with no request in progress.
+    #[arg(long, env = "RDS_IAM_WEBHOOK_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime_duration)]
+    pub idle_timeout: Duration,
+    /// HTTPS connections served at once; more wait. Lowered to fit the open-file limit.
+    #[arg(long, env = "RDS_IAM_WEBHOOK_MAX_CONNECTIONS", default_value_t = 1000)]
+    pub max_connections: usize,
+    /// Request body bytes held in memory across all connections (503 past it), e.g. 32Mi.
+    #[arg(long, env = "RDS_IAM_WEBHOOK_MAX_BUFFERED_BYTES", default_value = "32Mi", value_parser = limits::parse_bytes)]
+    pub max_buffered_bytes: usize,
+    /// Streams one HTTP/2 connection may have open at once.
+    #[arg(
+        long,
+        env = "RDS_IAM_WEBHOOK_H2_MAX_CONCURRENT_STREAMS",
+        default_value_t = 16
+    )]
+    pub h2_max_concurrent_streams: u32,
+}
+
+impl LimitArgs {
+    pub fn into_limits(self) -> Limits {
+        let Self {
+            header_timeout,
+            body_timeout,
+            idle_timeout,
+            max_connections,
+            max_buffered_bytes,
+            h2_max_concurrent_streams,
+        } = self;
+        Limits {
+            header_timeout,
+            body_timeout,
+            idle_timeout,
+            max_connections,
+            max_buffered_bytes,
+            h2_max_concurrent_streams,
+        }
+    }
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -165,6 +216,7 @@ impl ServeArgs {
             metrics_listen,
             log_format,
             drain_timeout,
+            limits,
             agent,
         } = self;
         let opts = ServeOptions {
@@ -173,6 +225,7 @@ impl ServeArgs {
             agent: agent.into_config()?,
             drain_timeout,
             reload_debounce: tls::DEFAULT_DEBOUNCE,
+            limits: limits.into_limits(),
         };
         Ok((listen, metrics_listen, log_format, opts))
     }
@@ -259,7 +312,11 @@ pub fn main(cli: Cli) -> ExitCode {
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (listen, metrics_listen, log_format, opts) = args.into_parts()?;
+    opts.limits.validate()?;
     init_logging(log_format, false);
+    if let Err(e) = limits::raise_fd_limit() {
+        tracing::info!(error = %e, "cannot raise the open-file limit to its hard limit");
+    }
     let https =
         std::net::TcpListener::bind(listen).with_context(|| format!("--listen {listen}"))?;
     let metrics = std::net::TcpListener::bind(metrics_listen)
@@ -276,16 +333,38 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Completes on SIGTERM (what the kubelet sends) or SIGINT.
+/// Exit status after a second signal: 128 + the signal's number, as a shell
+/// reports a process killed by it.
+pub fn aborted_status(signal: &str) -> i32 {
+    match signal {
+        "SIGINT" => 130,
+        _ => 143,
+    }
+}
+
+/// Completes on SIGTERM (what the kubelet sends) or SIGINT. A second signal
+/// during the drain exits at once, without waiting for reviews in flight.
 fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{signal, Signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    Ok(async move {
+    async fn next(term: &mut Signal, int: &mut Signal) -> &'static str {
         tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
         }
+    }
+    Ok(async move {
+        let first = next(&mut term, &mut int).await;
+        tracing::info!("{first} received");
+        tokio::spawn(async move {
+            let second = next(&mut term, &mut int).await;
+            tracing::warn!(
+                signal = second,
+                "second signal received: exiting now without waiting for reviews in flight"
+            );
+            std::process::exit(aborted_status(second));
+        });
     })
 }
 

@@ -7,15 +7,23 @@
 //!   `/mutate` and `inject`).
 //! - [`review`] turns an AdmissionReview body into the answer.
 //! - [`server`] serves it over HTTPS ([`tls`] loads and reloads the certificate),
-//!   with [`metrics`] on a separate plain-HTTP listener.
+//!   with [`metrics`] on a separate plain-HTTP listener. [`listener`] accepts
+//!   within the connection cap, [`conn`] serves each connection until its
+//!   [`clock`] (header and idle timeouts) runs out, [`budget`] bounds the
+//!   request bytes in memory, and [`limits`] holds the settings of all four.
 //! - [`inject_cmd`] and [`certs_cmd`] are the offline subcommands; [`cli`] wires it all.
 
 pub mod annotations;
+pub mod budget;
 pub mod certs_cmd;
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod conn;
 pub mod expand;
 pub mod inject_cmd;
+pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod mutate;
 pub mod plan;

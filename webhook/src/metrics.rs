@@ -9,6 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::conn::Closed;
 use crate::review::ReviewResult;
 
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -37,6 +38,47 @@ struct ReloadLabels {
     result: ReloadValue,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClosedLabels {
+    listener: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    reason: &'static str,
+}
+
+/// Reasons a request is refused before its review (besides invalid bodies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The body did not arrive within --body-timeout (408).
+    BodyTimeout,
+    /// The request byte budget was full (503).
+    Busy,
+}
+
+impl Refused {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::BodyTimeout => "body_timeout",
+            Self::Busy => "busy",
+        }
+    }
+}
+
+const CLOSED: [Closed; 4] = [
+    Closed::HeaderTimeout,
+    Closed::IdleTimeout,
+    Closed::Overload,
+    Closed::DrainTimeout,
+];
+
 /// Latency buckets, in seconds: 50 µs .. 1 s.
 const BUCKETS: [f64; 12] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0,
@@ -52,6 +94,9 @@ pub struct Metrics {
     cert_reloads: [Counter; 2],
     cert_expiry: Gauge,
     cert_expiring_soon: Gauge,
+    connections: Family<ListenerLabels, Gauge>,
+    closed: Family<ClosedLabels, Counter>,
+    refused: Family<RefusedLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -104,6 +149,36 @@ impl Metrics {
             "1 when the serving certificate in use expires within 7 days",
             cert_expiring_soon.clone(),
         );
+        let connections = Family::<ListenerLabels, Gauge>::default();
+        let closed = Family::<ClosedLabels, Counter>::default();
+        for listener in ["https", "metrics"] {
+            let _ = connections.get_or_create(&ListenerLabels { listener });
+            for why in CLOSED {
+                let _ = closed.get_or_create(&ClosedLabels {
+                    listener,
+                    reason: why.as_str(),
+                });
+            }
+        }
+        registry.register(
+            "connections",
+            "Connections open, by listener",
+            connections.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections the webhook closed, by listener and reason (header_timeout, idle_timeout, overload: unused at the connection cap, drain_timeout: cut at shutdown)",
+            closed.clone(),
+        );
+        let refused = Family::<RefusedLabels, Counter>::default();
+        for r in [Refused::BodyTimeout, Refused::Busy] {
+            let _ = refused.get_or_create(&RefusedLabels { reason: r.as_str() });
+        }
+        registry.register(
+            "requests_refused",
+            "Requests answered without a review: body_timeout (408) or busy (503, the request byte budget was full)",
+            refused.clone(),
+        );
         Self {
             registry,
             reviews: review_counters,
@@ -111,7 +186,39 @@ impl Metrics {
             cert_reloads: reload_counters,
             cert_expiry,
             cert_expiring_soon,
+            connections,
+            closed,
+            refused,
         }
+    }
+
+    pub fn connection_opened(&self, listener: &'static str) {
+        self.connections
+            .get_or_create(&ListenerLabels { listener })
+            .inc();
+    }
+
+    /// A connection ended; `why` is set when the webhook closed it.
+    pub fn connection_closed(&self, listener: &'static str, why: Option<Closed>) {
+        self.connections
+            .get_or_create(&ListenerLabels { listener })
+            .dec();
+        if let Some(why) = why {
+            self.closed
+                .get_or_create(&ClosedLabels {
+                    listener,
+                    reason: why.as_str(),
+                })
+                .inc();
+        }
+    }
+
+    pub fn request_refused(&self, why: Refused) {
+        self.refused
+            .get_or_create(&RefusedLabels {
+                reason: why.as_str(),
+            })
+            .inc();
     }
 
     pub fn observe_review(&self, result: ReviewResult, elapsed: Duration) {
@@ -165,6 +272,12 @@ mod tests {
         m.observe_review(ReviewResult::Invalid, Duration::from_micros(10));
         m.cert_reloaded(false);
         m.set_cert_expiry(1_900_000_000, true);
+        m.connection_opened("https");
+        m.connection_opened("https");
+        m.connection_opened("metrics");
+        m.connection_closed("https", Some(Closed::IdleTimeout));
+        m.connection_closed("metrics", None);
+        m.request_refused(Refused::Busy);
         let text = m.encode();
         for want in [
             "rds_iam_webhook_reviews_total{result=\"patched\"} 2",
@@ -176,6 +289,13 @@ mod tests {
             "rds_iam_webhook_cert_reloads_total{result=\"ok\"} 0",
             "rds_iam_webhook_cert_expiry_timestamp_seconds 1900000000",
             "rds_iam_webhook_cert_expiring_soon 1",
+            "rds_iam_webhook_connections{listener=\"https\"} 1",
+            "rds_iam_webhook_connections{listener=\"metrics\"} 0",
+            "rds_iam_webhook_connections_closed_total{listener=\"https\",reason=\"idle_timeout\"} 1",
+            "rds_iam_webhook_connections_closed_total{listener=\"https\",reason=\"header_timeout\"} 0",
+            "rds_iam_webhook_connections_closed_total{listener=\"metrics\",reason=\"drain_timeout\"} 0",
+            "rds_iam_webhook_requests_refused_total{reason=\"busy\"} 1",
+            "rds_iam_webhook_requests_refused_total{reason=\"body_timeout\"} 0",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }

@@ -1,28 +1,31 @@
 //! HTTPS router (`/mutate`, `/healthz`, `/readyz`), the plain-HTTP metrics
 //! router, and `run`, which serves both until the shutdown future completes.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use axum_server::tls_rustls::RustlsConfig;
 
+use crate::budget::{self, BodyError, ByteBudget};
 use crate::config::{AgentConfig, ConfigError};
-use crate::metrics::{self, Metrics};
+use crate::limits::{self, LimitError, Limits, METRICS_MAX_CONNECTIONS};
+use crate::listener::Listener;
+use crate::metrics::{self, Metrics, Refused};
 use crate::review::{self, ReviewResult};
 use crate::tls::{self, CertWatcher, TlsError};
 
-/// The API server never sends more than 3 MiB.
-pub const BODY_LIMIT: usize = 3 * 1024 * 1024;
+pub use crate::budget::BODY_LIMIT;
+
+/// How long the metrics listener gets to close once the HTTPS one is drained.
+const METRICS_DRAIN: Duration = Duration::from_secs(1);
 
 /// Shared by every request.
 #[derive(Clone)]
@@ -30,14 +33,24 @@ pub struct AppState {
     pub agent: Arc<AgentConfig>,
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
+    /// Request bytes held in memory, across all connections.
+    pub budget: Arc<ByteBudget>,
+    pub body_timeout: Duration,
 }
 
 impl AppState {
+    /// With the default limits.
     pub fn new(agent: AgentConfig, metrics: Arc<Metrics>) -> Self {
+        Self::with_limits(agent, metrics, &Limits::default())
+    }
+
+    pub fn with_limits(agent: AgentConfig, metrics: Arc<Metrics>, limits: &Limits) -> Self {
         Self {
             agent: Arc::new(agent),
             metrics,
             ready: Arc::new(AtomicBool::new(true)),
+            budget: Arc::new(ByteBudget::new(limits.max_buffered_bytes)),
+            body_timeout: limits.body_timeout,
         }
     }
 }
@@ -49,7 +62,6 @@ pub fn router(state: AppState) -> Router {
         .route("/mutate", post(mutate))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 
@@ -82,20 +94,40 @@ fn error_body(status: StatusCode, message: String) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-async fn mutate(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    let start = Instant::now();
-    let body = match body {
-        Ok(b) => b,
-        Err(rejection) => {
+/// Answers a body that was not read: 413 and 400 count as invalid reviews,
+/// 408 and 503 as refused requests.
+fn refuse(state: &AppState, e: BodyError) -> Response {
+    match e {
+        BodyError::TooLarge | BodyError::Read(_) => {
             state
                 .metrics
-                .observe_review(ReviewResult::Invalid, start.elapsed());
-            tracing::warn!(result = "invalid", error = %rejection.body_text(), "unreadable admission request");
-            return error_body(rejection.status(), rejection.body_text());
+                .observe_review(ReviewResult::Invalid, Duration::ZERO);
+            tracing::warn!(result = "invalid", error = %e, "unreadable admission request");
         }
-    };
-    let answer = review::review(&body, &state.agent)
+        BodyError::Timeout(_) => {
+            state.metrics.request_refused(Refused::BodyTimeout);
+            tracing::warn!(reason = "body_timeout", error = %e, "admission request refused");
+        }
+        BodyError::Busy(_) => {
+            state.metrics.request_refused(Refused::Busy);
+            tracing::warn!(reason = "busy", error = %e, "admission request refused");
+        }
+    }
+    error_body(e.status(), e.to_string())
+}
+
+async fn mutate(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    // Held until the answer is built: the review's memory counts too.
+    let received =
+        match budget::read_body(&parts.headers, body, &state.budget, state.body_timeout).await {
+            Ok(r) => r,
+            Err(e) => return refuse(&state, e),
+        };
+    let start = Instant::now();
+    let answer = review::review(&received.bytes, &state.agent)
         .and_then(|reviewed| review::to_json(&reviewed).map(|json| (reviewed, json)));
+    drop(received);
     match answer {
         Ok((r, json)) => {
             let elapsed = start.elapsed();
@@ -132,6 +164,8 @@ pub struct ServeOptions {
     pub drain_timeout: Duration,
     /// Quiet time after certificate file events before reloading.
     pub reload_debounce: Duration,
+    /// Timeouts, connection cap and memory bound of both listeners.
+    pub limits: Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,14 +173,32 @@ pub enum ServeError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
+    Limits(#[from] LimitError),
+    #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
 
+/// The connection caps of the two listeners, fitted to the open-file limit.
+fn connection_caps(max_connections: usize) -> (usize, usize) {
+    let nofile = limits::fd_limit();
+    let (https, metrics) =
+        limits::fit_to_fd_limit(max_connections, METRICS_MAX_CONNECTIONS, nofile);
+    if https < max_connections {
+        tracing::warn!(
+            max_connections,
+            open_file_limit = nofile,
+            serving = https,
+            "--max-connections is more than the open-file limit allows, so fewer connections are served at once; raise the limit (the container runtime's nofile) or lower --max-connections"
+        );
+    }
+    (https, metrics)
+}
+
 /// Serves HTTPS on `https` and metrics on `metrics` until `shutdown`
 /// completes, then stops accepting, lets in-flight reviews finish (up to the
-/// drain timeout) and returns.
+/// drain timeout), closes what is left and returns.
 pub async fn run(
     https: std::net::TcpListener,
     metrics_listener: std::net::TcpListener,
@@ -159,8 +211,10 @@ pub async fn run(
         agent,
         drain_timeout,
         reload_debounce,
+        limits,
     } = opts;
     agent.validate()?;
+    limits.validate()?;
     tls::install_crypto_provider();
     let metrics = Arc::new(Metrics::new());
     let loaded = tls::load_pair(&tls_cert, &tls_key)?;
@@ -175,58 +229,50 @@ pub async fn run(
         reload_debounce,
     )?;
 
-    let state = AppState::new(agent, metrics.clone());
+    let (https_cap, metrics_cap) = connection_caps(limits.max_connections);
+    let state = AppState::with_limits(agent, metrics.clone(), &limits);
     let ready = state.ready.clone();
-    let handle = axum_server::Handle::new();
     https.set_nonblocking(true)?;
     let https_addr = https.local_addr()?;
-    // TCP_NODELAY: a response leaves as soon as it is written, instead of
-    // waiting for the API server's delayed ACK of the previous segment.
-    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls)
-        .acceptor(axum_server::accept::NoDelayAcceptor::new());
-    let server = axum_server::from_tcp(https)?
-        .acceptor(acceptor)
-        .handle(handle.clone())
-        .serve(router(state).into_make_service());
-    let mut server = tokio::spawn(server);
-
     metrics_listener.set_nonblocking(true)?;
     let metrics_addr = metrics_listener.local_addr()?;
-    let metrics_listener = tokio::net::TcpListener::from_std(metrics_listener)?;
-    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-    let metrics_server = tokio::spawn(
-        axum::serve(metrics_listener, metrics_router(metrics))
-            .with_graceful_shutdown(async {
-                let _ = metrics_stopped.await;
-            })
-            .into_future(),
-    );
-
-    // The graceful-shutdown signal is only seen once the server listens.
-    handle.listening().await;
-    tracing::info!(%https_addr, %metrics_addr, "rds-iam-webhook serving");
-
-    tokio::select! {
-        () = shutdown => {
-            tracing::info!(drain_timeout_s = drain_timeout.as_secs(), "shutdown requested: draining in-flight reviews");
-            ready.store(false, Ordering::Relaxed);
-            handle.graceful_shutdown(Some(drain_timeout));
-            match server.await {
-                Ok(res) => res?,
-                Err(e) => tracing::error!(error = %e, "server task failed"),
-            }
-        }
-        res = &mut server => {
-            let _ = stop_metrics.send(());
-            return match res {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e.into()),
-                Err(e) => Err(std::io::Error::other(e.to_string()).into()),
-            };
-        }
+    let https = Listener {
+        name: "https",
+        tcp: tokio::net::TcpListener::from_std(https)?,
+        tls: Some(rustls),
+        router: router(state),
+        max_connections: https_cap,
+        limits,
+        metrics: metrics.clone(),
     }
-    let _ = stop_metrics.send(());
-    let _ = metrics_server.await;
-    tracing::info!("rds-iam-webhook stopped");
+    .spawn();
+    let metrics_server = Listener {
+        name: "metrics",
+        tcp: tokio::net::TcpListener::from_std(metrics_listener)?,
+        tls: None,
+        router: metrics_router(metrics.clone()),
+        max_connections: metrics_cap,
+        limits,
+        metrics,
+    }
+    .spawn();
+    tracing::info!(%https_addr, %metrics_addr, max_connections = https_cap, "rds-iam-webhook serving");
+
+    shutdown.await;
+    tracing::info!(
+        drain_timeout_s = drain_timeout.as_secs(),
+        "shutdown requested: draining in-flight reviews"
+    );
+    ready.store(false, Ordering::Relaxed);
+    let cut = https.drain(drain_timeout).await;
+    if cut > 0 {
+        tracing::warn!(
+            connections_cut = cut,
+            drain_timeout_s = drain_timeout.as_secs(),
+            "drain timeout reached: closed connections that were still busy"
+        );
+    }
+    metrics_server.drain(METRICS_DRAIN).await;
+    tracing::info!(connections_cut = cut, "rds-iam-webhook stopped");
     Ok(())
 }

@@ -141,6 +141,7 @@ async fn generated_certificate_serves_the_service_name() {
             agent: config(),
             drain_timeout: Duration::from_secs(5),
             reload_debounce: Duration::from_millis(200),
+            limits: rds_iam_webhook::limits::Limits::default(),
         },
         async move {
             let _ = rx.await;

@@ -86,6 +86,7 @@ fn spawn(secret: &SecretDir) -> Running {
         agent: config(),
         drain_timeout: Duration::from_secs(10),
         reload_debounce: Duration::from_millis(200),
+        limits: rds_iam_webhook::limits::Limits::default(),
     };
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(run(https, metrics, opts, async move {
@@ -402,6 +403,92 @@ async fn bad_certificates_are_ignored_and_the_old_one_kept() {
     srv.shutdown().await;
 }
 
+/// An expired or not-yet-valid certificate would be served and rejected by
+/// every client: the reload refuses it, counts an error and keeps the pair
+/// in use; a not-yet-valid one is loaded once its notBefore has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_and_not_yet_valid_certificates_are_refused_until_valid() {
+    let ca = TestCa::new();
+    let a = ca.leaf(&[SERVER_NAME]);
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap();
+    let day = time::Duration::days(1);
+    let expired = ca.leaf_valid(&[SERVER_NAME], now - day * 30, now - day);
+    let until = now + time::Duration::days(30);
+    let soon_valid = ca.leaf_valid(&[SERVER_NAME], now + time::Duration::seconds(3), until);
+    let dir = tempfile::tempdir().unwrap();
+    let mut secret = SecretDir::new(dir.path(), &a.cert_pem, &a.key_pem);
+    let srv = start(&secret).await;
+    let cfg = client_config(&ca.der(), &both_versions());
+    let errors = "rds_iam_webhook_cert_reloads_total{result=\"error\"}";
+    let oks = "rds_iam_webhook_cert_reloads_total{result=\"ok\"}";
+
+    secret.swap(&expired.cert_pem, &expired.key_pem);
+    srv.wait_metric(errors, 1.0).await;
+    let mut conn = connect(srv.https, cfg.clone()).await.unwrap();
+    assert_eq!(
+        conn.peer_cert, a.der,
+        "the expired certificate is not served"
+    );
+    let (status, _) = conn
+        .request("POST", "/mutate", review_body())
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+
+    secret.swap(&soon_valid.cert_pem, &soon_valid.key_pem);
+    srv.wait_metric(errors, 2.0).await;
+    assert_eq!(
+        connect(srv.https, cfg.clone()).await.unwrap().peer_cert,
+        a.der,
+        "the not-yet-valid certificate is not served"
+    );
+    let text = srv.metrics_text().await;
+    assert_eq!(sample(&text, oks), 0.0);
+    assert_eq!(sample(&text, "rds_iam_webhook_cert_expiring_soon"), 0.0);
+
+    // No file changes again: the watcher retries at notBefore by itself.
+    wait_for_cert(srv.https, cfg.clone(), &soon_valid.der).await;
+    let text = srv.metrics_text().await;
+    assert_eq!(sample(&text, oks), 1.0);
+    assert_eq!(sample(&text, errors), 2.0);
+    assert_eq!(
+        sample(&text, "rds_iam_webhook_cert_expiry_timestamp_seconds"),
+        until.unix_timestamp() as f64
+    );
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn startup_refuses_an_expired_or_not_yet_valid_certificate() {
+    let ca = TestCa::new();
+    let now = time::OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+    for (leaf, want) in [
+        (
+            ca.leaf_valid(&[SERVER_NAME], now - day * 30, now - day),
+            "expired at",
+        ),
+        (
+            ca.leaf_valid(&[SERVER_NAME], now + day, now + day * 30),
+            "not valid before",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = SecretDir::new(dir.path(), &leaf.cert_pem, &leaf.key_pem);
+        let err = tokio::time::timeout(Duration::from_secs(10), spawn(&secret).task)
+            .await
+            .unwrap_or_else(|_| {
+                panic!("the server started with a certificate it must refuse ({want})")
+            })
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tls.crt") && err.contains(want), "{err}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiring_certificate_is_flagged() {
     let ca = TestCa::new();
@@ -518,23 +605,15 @@ fn the_binary_warns_about_expiry_and_stops_cleanly_on_sigterm() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rds-iam-webhook"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--tls-cert")
-        .arg(certs.join("tls.crt"))
-        .arg("--tls-key")
-        .arg(certs.join("tls.key"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = serve_command(
+        std::path::Path::new(env!("CARGO_BIN_EXE_rds-iam-webhook")),
+        &certs.join("tls.crt"),
+        &certs.join("tls.key"),
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
     for line in lines.by_ref() {

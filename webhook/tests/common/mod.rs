@@ -35,6 +35,25 @@ pub const FIXTURES: [&str; 8] = [
     "dollar-pod.json",
 ];
 
+/// `serve` on loopback ports chosen by the kernel, with the given pair,
+/// logging at info level.
+pub fn serve_command(bin: &Path, cert: &Path, key: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ])
+    .arg("--tls-cert")
+    .arg(cert)
+    .arg("--tls-key")
+    .arg(key)
+    .env("RUST_LOG", "info");
+    cmd
+}
+
 pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }

@@ -44,10 +44,28 @@ impl TestCa {
     }
 
     pub fn leaf(&self, names: &[&str]) -> Leaf {
+        self.sign(Self::params(names))
+    }
+
+    /// A leaf valid only from `not_before` to `not_after`.
+    pub fn leaf_valid(
+        &self,
+        names: &[&str],
+        not_before: time::OffsetDateTime,
+        not_after: time::OffsetDateTime,
+    ) -> Leaf {
+        let mut params = Self::params(names);
+        params.not_before = not_before;
+        params.not_after = not_after;
+        self.sign(params)
+    }
+
+    fn params(names: &[&str]) -> CertificateParams {
+        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    fn sign(&self, params: CertificateParams) -> Leaf {
         let key = KeyPair::generate().unwrap();
-        let params =
-            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .unwrap();
         let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = params.signed_by(&key, &issuer).unwrap();
         Leaf {
