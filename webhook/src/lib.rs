@@ -6,9 +6,12 @@
 //! - [`review`] turns an AdmissionReview body into the answer.
 //! - [`server`] serves it over HTTPS ([`tls`] loads and reloads the certificate),
 //!   with [`metrics`] on a separate plain-HTTP listener.
-//! - [`inject_cmd`] and [`certs_cmd`] are the offline subcommands; [`cli`] wires it all.
+//! - [`inject_cmd`] and [`certs_cmd`] are the offline subcommands; [`audit`] (with
+//!   [`audit_cmd`]) finds pods that missed their injection; [`cli`] wires it all.
 
 pub mod annotations;
+pub mod audit;
+pub mod audit_cmd;
 pub mod certs_cmd;
 pub mod cli;
 pub mod config;
