@@ -23,7 +23,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 
-CHART="$ROOT/charts/rds-iam-injector"
+CHART="${RDS_IAM_CHART:-$ROOT/charts/rds-iam-injector}"
 PY="$ROOT/.venv/bin/python"
 KV="$ROOT/.venv/bin/kubernetes-validate"
 HELM="${HELM:-$ROOT/testenv/helm/bin/helm}"

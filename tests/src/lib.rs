@@ -2,6 +2,7 @@
 
 pub mod agentproc;
 pub mod flow;
+pub mod helm;
 pub mod kubelet;
 pub mod pgrds;
 pub mod stubs;
