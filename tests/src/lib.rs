@@ -5,4 +5,5 @@ pub mod flow;
 pub mod helm;
 pub mod kubelet;
 pub mod pgrds;
+pub mod runc;
 pub mod stubs;
