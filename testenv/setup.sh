@@ -31,6 +31,8 @@ python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 # test kubelet runs the agent image with runc (tests/src/runc.rs).
 for tool in buildah skopeo umoci; do command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool"); done
 command -v runc >/dev/null 2>&1 || [[ -x /usr/sbin/runc ]] || need_apt+=(runc)
+# the agent image carries Debian's CA bundle (for its HTTPS calls to STS)
+[[ -s /etc/ssl/certs/ca-certificates.crt ]] || need_apt+=(ca-certificates)
 if ((${#need_apt[@]})); then
   echo "setup: installing Debian packages: ${need_apt[*]}"
   apt-get update -qq
