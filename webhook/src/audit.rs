@@ -213,7 +213,7 @@ fn audit_pod(pod: &Pod, inv: &Inventory, opts: &AuditOptions) -> Option<Finding>
             ),
         );
     }
-    if opts.excluded_namespaces.iter().any(|n| *n == namespace) {
+    if opts.excluded_namespaces.contains(&namespace) {
         return finding(
             Problem::NoAgent,
             format!("namespace {namespace} is excluded by the webhook's namespaceSelector"),
