@@ -65,7 +65,7 @@ pub enum Problem {
     /// The agent is there but not ready (or its init run failed).
     AgentNotReady,
     /// Clearly meant to opt in, but the webhook does not see an opt-in.
-    NotOptedIn,
+    OptInNotSeen,
 }
 
 impl Problem {
@@ -73,7 +73,7 @@ impl Problem {
         match self {
             Self::NoAgent => "no agent",
             Self::AgentNotReady => "agent not ready",
-            Self::NotOptedIn => "opt-in not seen",
+            Self::OptInNotSeen => "opt-in not seen",
         }
     }
 }
@@ -184,7 +184,7 @@ fn audit_pod(pod: &Pod, inv: &Inventory, opts: &AuditOptions) -> Option<Finding>
 
     if !annotations::opted_in(ann) {
         let (cause, fix) = missed_opt_in(meta, &owner, inv)?;
-        return finding(Problem::NotOptedIn, cause, fix);
+        return finding(Problem::OptInNotSeen, cause, fix);
     }
     let spec = pod.spec.as_ref()?;
     if has_agent(spec) {

@@ -68,9 +68,9 @@ fn list_with_owners_and_namespaces_names_each_cause() {
             ("shop", "copied", Problem::NoAgent, "rds-iam/status: injected without an agent", "remove the rds-iam/status annotation from the pod template, then kubectl -n shop delete pod copied and create it again"),
             ("shop", "cart-84d5f6c7b9-t6y1u", Problem::AgentNotReady, "rds-iam-tokenagent CrashLoopBackOff, last exit code 1, 4 restarts", "kubectl -n shop logs cart-84d5f6c7b9-t6y1u -c rds-iam-tokenagent"),
             ("shop", "ledger-9d8c7b6a5-k7j6h", Problem::AgentNotReady, "rds-iam-tokenagent-init Error (exit code 1), 2 restarts", "rds-iam-tokenagent doctor"),
-            ("shop", "search-6f8d9c7b5-r4t5y", Problem::NotOptedIn, "rds-iam/enabled is \"True\"; only the exact string \"true\" opts in", "write rds-iam/enabled: \"true\" on the pod template"),
-            ("shop", "inventory-5c6d7e8f9-a1s2d", Problem::NotOptedIn, "rds-iam/enabled is a label; the webhook reads annotations", "from labels to annotations"),
-            ("shop", "billing-5f6c7d8e9f-z9x8c", Problem::NotOptedIn, "on Deployment billing itself, not on its pod template", "spec.template.metadata.annotations of Deployment billing"),
+            ("shop", "search-6f8d9c7b5-r4t5y", Problem::OptInNotSeen, "rds-iam/enabled is \"True\"; only the exact string \"true\" opts in", "write rds-iam/enabled: \"true\" on the pod template"),
+            ("shop", "inventory-5c6d7e8f9-a1s2d", Problem::OptInNotSeen, "rds-iam/enabled is a label; the webhook reads annotations", "from labels to annotations"),
+            ("shop", "billing-5f6c7d8e9f-z9x8c", Problem::OptInNotSeen, "on Deployment billing itself, not on its pod template", "spec.template.metadata.annotations of Deployment billing"),
             ("shop", "migrate-7x2kq", Problem::NoAgent, OUTAGE, "delete Job migrate and create it again"),
         ],
     );
@@ -129,14 +129,14 @@ fn plain_podlist_falls_back_to_what_the_pods_tell() {
             (
                 "shop",
                 "search-6f8d9c7b5-r4t5y",
-                Problem::NotOptedIn,
+                Problem::OptInNotSeen,
                 "\"True\"",
                 "rds-iam/enabled: \"true\"",
             ),
             (
                 "shop",
                 "inventory-5c6d7e8f9-a1s2d",
-                Problem::NotOptedIn,
+                Problem::OptInNotSeen,
                 "a label",
                 "annotations",
             ),
@@ -217,6 +217,16 @@ fn cli_json_from_stdin() {
     assert_eq!(cart["namespace"], "shop");
     assert_eq!(cart["problem"], "agent-not-ready");
     assert!(cart["fix"].as_str().expect("fix").contains("doctor"));
+    let search = findings
+        .iter()
+        .find(|f| f["pod"] == "search-6f8d9c7b5-r4t5y")
+        .expect("search");
+    assert_eq!(search["problem"], "opt-in-not-seen");
+    let api = findings
+        .iter()
+        .find(|f| f["pod"] == "api-7d4b9c8f6d-q8w2n")
+        .expect("api");
+    assert_eq!(api["problem"], "no-agent");
 }
 
 #[test]
