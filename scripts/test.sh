@@ -19,10 +19,16 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "building the binaries the end-to-end tests run"
 cargo build --workspace --bins --locked
 
+step "make images: static binaries, buildah, OCI archives in target/images (the e2e runs the agent image with runc)"
+bash scripts/images.sh
+
 step "cargo test (unit, integration, end to end)"
 cargo test --workspace --locked --no-fail-fast
 
 step "manifests: kubectl kustomize + kubernetes-validate --strict (1.30, 1.33)"
 bash testenv/validate-manifests.sh
+
+step "Helm chart: helm lint, helm template, kubernetes-validate, parity with kustomize, schema"
+bash testenv/validate-chart.sh
 
 step "all tests passed"

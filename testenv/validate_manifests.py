@@ -63,6 +63,16 @@ TLS_SECRET = "rds-iam-webhook-tls"
 TLS_DIR = "/etc/rds-iam-webhook/tls"
 EXCLUDED_NAMESPACES = {"kube-system", "kube-node-lease", SYSTEM_NS}
 SERVICE_DNS = f"{WEBHOOK}.{SYSTEM_NS}.svc"
+# Set by --release-namespace (Helm renderings): helm installs into an existing namespace, so
+# the bundle has no Namespace object, and the webhook lives in the release's namespace.
+RELEASE_NAMESPACE: str | None = None
+
+
+def use_release_namespace(ns: str) -> None:
+    global SYSTEM_NS, EXCLUDED_NAMESPACES, SERVICE_DNS, RELEASE_NAMESPACE
+    RELEASE_NAMESPACE = SYSTEM_NS = ns
+    EXCLUDED_NAMESPACES = {"kube-system", "kube-node-lease", ns}
+    SERVICE_DNS = f"{WEBHOOK}.{ns}.svc"
 RBAC_KINDS = {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
 CLUSTER_SCOPED = {
     "Namespace",
@@ -307,10 +317,45 @@ def check_certificate(o: Obj) -> None:
         o.check(isinstance(spec["usages"], list) and not bad, "spec.usages", f"unknown usages {bad}")
 
 
+SERVICE_MONITOR_SPEC_KEYS = {
+    "endpoints", "selector", "namespaceSelector", "jobLabel", "targetLabels", "podTargetLabels",
+    "sampleLimit", "targetLimit", "labelLimit", "labelNameLengthLimit", "labelValueLengthLimit",
+    "attachMetadata", "scrapeProtocols", "bodySizeLimit", "keepDroppedTargets",
+}
+SERVICE_MONITOR_ENDPOINT_KEYS = {
+    "port", "targetPort", "path", "scheme", "params", "interval", "scrapeTimeout", "tlsConfig",
+    "bearerTokenSecret", "authorization", "honorLabels", "honorTimestamps", "basicAuth",
+    "oauth2", "metricRelabelings", "relabelings", "proxyUrl", "followRedirects",
+    "enableHttp2", "filterRunning", "trackTimestampsStaleness",
+}
+
+
+def check_service_monitor(o: Obj) -> None:
+    """monitoring.coreos.com/v1 ServiceMonitor (Prometheus Operator CRD), by hand."""
+    check_crd_common(o, namespaced=True)
+    spec = o.doc.get("spec") or {}
+    extra = set(spec) - SERVICE_MONITOR_SPEC_KEYS
+    o.check(not extra, "spec fields", f"unexpected {sorted(extra)}")
+    sel = spec.get("selector")
+    o.check(isinstance(sel, dict) and bool(sel.get("matchLabels") or sel.get("matchExpressions")), "spec.selector", "required, with matchLabels or matchExpressions")
+    eps = spec.get("endpoints")
+    if not o.check(isinstance(eps, list) and len(eps) > 0, "spec.endpoints", "a non-empty list"):
+        return
+    for i, ep in enumerate(eps):
+        extra = set(ep) - SERVICE_MONITOR_ENDPOINT_KEYS if isinstance(ep, dict) else {"<not an object>"}
+        o.check(not extra, f"endpoints[{i}] fields", f"unexpected {sorted(extra)}")
+        o.check(isinstance(ep.get("port"), str) and bool(ep.get("port")), f"endpoints[{i}].port", "a Service port name")
+        o.check(ep.get("scheme", "http") in {"http", "https"}, f"endpoints[{i}].scheme", f"{ep.get('scheme')!r}")
+        for k in ("interval", "scrapeTimeout"):
+            if k in ep:
+                o.check(go_duration_seconds(ep[k]) is not None, f"endpoints[{i}].{k}", f"{ep[k]!r} is not a duration")
+
+
 CRD_CHECKS: dict[tuple[str, str], Callable[[Obj], None]] = {
     ("cert-manager.io/v1", "Issuer"): check_issuer,
     ("cert-manager.io/v1", "ClusterIssuer"): check_issuer,
     ("cert-manager.io/v1", "Certificate"): check_certificate,
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): check_service_monitor,
 }
 
 
@@ -408,7 +453,8 @@ def check_webhook_deployment(o: Obj, bundle: list[Obj]) -> None:
     sa = pod.get("serviceAccountName")
     o.check(any(x.kind == "ServiceAccount" and x.name == sa and x.namespace == o.namespace for x in bundle), "serviceAccountName resolves", f"no ServiceAccount {sa!r} in {o.namespace}")
     o.check(o.namespace == SYSTEM_NS, "namespace", f"must be {SYSTEM_NS}")
-    o.check(any(x.kind == "Namespace" and x.name == SYSTEM_NS for x in bundle), "Namespace object present", f"Namespace {SYSTEM_NS} missing from the bundle")
+    if RELEASE_NAMESPACE is None:
+        o.check(any(x.kind == "Namespace" and x.name == SYSTEM_NS for x in bundle), "Namespace object present", f"Namespace {SYSTEM_NS} missing from the bundle")
     psc = pod.get("securityContext") or {}
     o.check(psc.get("runAsUser") == 65532 and psc.get("runAsGroup") == 65532, "pod runs as 65532:65532", f"runAsUser/runAsGroup are {psc.get('runAsUser')}/{psc.get('runAsGroup')}")
     cs = pod.get("containers") or []
@@ -502,7 +548,7 @@ def check_webhook_config(o: Obj, bundle: list[Obj]) -> None:
     for e in exprs:
         if e.get("key") == "kubernetes.io/metadata.name" and e.get("operator") == "NotIn":
             excluded |= set(e.get("values") or [])
-    o.check(EXCLUDED_NAMESPACES <= excluded, "namespaceSelector excludes kube-system, kube-node-lease, rds-iam-system", f"excludes only {sorted(excluded)}")
+    o.check(EXCLUDED_NAMESPACES <= excluded, f"namespaceSelector excludes {', '.join(sorted(EXCLUDED_NAMESPACES))}", f"excludes only {sorted(excluded)}")
     o.check(not dig(w, "namespaceSelector", "matchLabels"), "namespaceSelector has no matchLabels", "matchLabels would exclude unlabeled namespaces")
     conds = w.get("matchConditions") or []
     if o.check(len(conds) >= 1, "matchConditions present", "none: every pod would reach the webhook"):
@@ -681,6 +727,12 @@ def check_policy(o: Obj, bundle: list[Obj]) -> None:
         check_service_account(o)
     elif o.kind == "Secret" and o.name == TLS_SECRET:
         check_tls_secret(o, bundle)
+    elif o.kind == "ServiceMonitor":
+        sel = dig(o.doc, "spec", "selector", "matchLabels") or {}
+        svcs = [x for x in bundle if x.kind == "Service" and x.namespace == o.namespace and sel and all((dig(x.doc, "metadata", "labels") or {}).get(k) == v for k, v in sel.items())]
+        ports = {p.get("name") for x in svcs for p in dig(x.doc, "spec", "ports") or []}
+        o.check(len(svcs) == 1 and svcs[0].name == WEBHOOK, "ServiceMonitor selects the webhook Service", f"selects {[x.name for x in svcs]}")
+        o.check(all(ep.get("port") in ports for ep in dig(o.doc, "spec", "endpoints") or []), "ServiceMonitor endpoints name Service ports", f"Service ports are {sorted(p for p in ports if p)}")
 
 
 # --------------------------------------------------------------------------------------
@@ -690,8 +742,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kubernetes-validate", required=True, help="path of the kubernetes-validate CLI")
     ap.add_argument("-k", "--kubernetes-version", action="append", required=True)
+    ap.add_argument("--release-namespace", help="a Helm rendering installed into this existing namespace")
     ap.add_argument("bundles", nargs="+", metavar="LABEL=FILE")
     args = ap.parse_args()
+    if args.release_namespace:
+        use_release_namespace(args.release_namespace)
 
     bundles: dict[str, list[Obj]] = {}
     for spec in args.bundles:

@@ -173,6 +173,7 @@ impl Chain {
             bin_dir: bin_dir()?,
             projected,
             agent_network_env: vec![("AWS_ENDPOINT_URL_STS".into(), self.sts.url())],
+            runc: None,
         })
     }
 

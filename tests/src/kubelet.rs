@@ -18,8 +18,12 @@
 //!   (`libnss-wrapper`) gives a container whose UID this machine does not
 //!   know a passwd entry, because psql refuses to start without one.
 //!
-//! It does not isolate anything (no namespaces, no read-only mounts): it
-//! checks that the spec is coherent and runnable, not that Linux works.
+//! With [`Kubelet::runc`] set, the agent containers run from the agent's OCI
+//! image with runc ([`crate::runc`]), under the pod's securityContext; memory
+//! emptyDirs are then tmpfs mounts, and a `readOnly` volumeMount of a
+//! container that stays a local process is a read-only bind of the volume.
+//! Without it, nothing is isolated: it checks that the spec is coherent and
+//! runnable.
 
 use std::collections::HashMap;
 use std::fs;
@@ -48,6 +52,8 @@ pub struct Kubelet {
     /// (e.g. `AWS_ENDPOINT_URL_STS` of the local STS), as a cluster's network
     /// would route to the real one. Never added to app containers.
     pub agent_network_env: Vec<(String, String)>,
+    /// Run agent containers from this image with runc instead of as local processes.
+    pub runc: Option<std::sync::Arc<crate::runc::Image>>,
 }
 
 /// A running pod.
@@ -57,6 +63,12 @@ pub struct PodRun {
     volumes: HashMap<String, PathBuf>,
     running: Vec<(String, Child)>,
     kubelet: Kubelet,
+    /// runc mode: containers run by runc, by name.
+    runc: HashMap<String, crate::runc::RuncContainer>,
+    /// runc mode: read-only views of volumes, by volume name.
+    read_only: HashMap<String, PathBuf>,
+    /// runc mode: mount points to unmount on drop, in mount order.
+    mounted: Vec<PathBuf>,
 }
 
 fn uid_gid(spec: &PodSpec, c: &Container) -> (Option<i64>, Option<i64>) {
@@ -82,6 +94,7 @@ impl Kubelet {
         fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755))?;
         fs::create_dir(root.path().join("logs"))?;
         let mut volumes = HashMap::new();
+        let mut mounted = Vec::new();
         for v in spec.volumes.iter().flatten() {
             let dir = root.path().join("volumes").join(&v.name);
             fs::create_dir_all(&dir)?;
@@ -95,7 +108,35 @@ impl Kubelet {
                 fs::write(&p, content)?;
                 fs::set_permissions(&p, fs::Permissions::from_mode(0o644))?;
             }
+            let memory = v.empty_dir.as_ref().and_then(|e| e.medium.as_deref()) == Some("Memory");
+            if self.runc.is_some() && memory {
+                let size = v.empty_dir.as_ref().and_then(|e| e.size_limit.as_ref());
+                crate::runc::mounts::tmpfs(&dir, size.map(|q| q.0.as_str()))?;
+                mounted.push(dir.clone());
+            }
             volumes.insert(v.name.clone(), dir);
+        }
+        let mut read_only = HashMap::new();
+        if self.runc.is_some() {
+            let ro_mounts = spec
+                .init_containers
+                .iter()
+                .flatten()
+                .chain(spec.containers.iter())
+                .flat_map(|c| c.volume_mounts.iter().flatten())
+                .filter(|m| m.read_only == Some(true));
+            for m in ro_mounts {
+                if read_only.contains_key(&m.name) {
+                    continue;
+                }
+                let Some(src) = volumes.get(&m.name) else {
+                    continue;
+                };
+                let ro = root.path().join("volumes-ro").join(&m.name);
+                crate::runc::mounts::read_only_bind(src, &ro)?;
+                mounted.push(ro.clone());
+                read_only.insert(m.name.clone(), ro);
+            }
         }
         let mut run = PodRun {
             root,
@@ -103,6 +144,9 @@ impl Kubelet {
             volumes,
             running: Vec::new(),
             kubelet: self.clone(),
+            runc: HashMap::new(),
+            read_only,
+            mounted,
         };
         for c in spec.init_containers.iter().flatten() {
             if c.restart_policy.as_deref() == Some("Always") {
@@ -167,6 +211,11 @@ impl PodRun {
             let dir = self.volumes.get(&vm.name).with_context(|| {
                 format!("container {:?} mounts unknown volume {:?}", c.name, vm.name)
             })?;
+            // runc mode: a read-only mount of a local process is a read-only bind.
+            let dir = match self.read_only.get(&vm.name) {
+                Some(ro) if vm.read_only == Some(true) => ro,
+                _ => dir,
+            };
             m.push((vm.mount_path.trim_end_matches('/').to_owned(), dir.clone()));
         }
         m.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
@@ -289,12 +338,39 @@ impl PodRun {
         Ok(())
     }
 
-    fn spawn(&self, c: &Container) -> Result<Child> {
+    fn runs_in_runc(&self, c: &Container) -> Option<&std::sync::Arc<crate::runc::Image>> {
+        let is_agent = c.image.as_deref() == Some(self.kubelet.agent_image.as_str());
+        self.kubelet.runc.as_ref().filter(|_| is_agent)
+    }
+
+    /// Runs `argv` in container `c` (a probe or an exec): `runc exec` for a
+    /// runc container, else a local process with the container's env and UID.
+    fn exec_in(&self, c: &Container, argv: &[String]) -> Result<Output> {
+        match self.runc.get(&c.name) {
+            Some(rc) => rc.exec(argv),
+            None => Ok(self.command(c, Some(argv), false)?.output()?),
+        }
+    }
+
+    fn spawn(&mut self, c: &Container) -> Result<Child> {
         let log = self
             .root
             .path()
             .join("logs")
             .join(format!("{}.log", c.name));
+        if let Some(image) = self.runs_in_runc(c) {
+            let spec = crate::runc::ContainerSpec::from_pod(
+                &self.spec,
+                c,
+                &self.volumes,
+                &self.kubelet.agent_network_env,
+            )?;
+            let bundles = self.root.path().join("bundles");
+            let rc = crate::runc::RuncContainer::create(&bundles, &c.name, image, &spec)?;
+            let child = rc.run(&log)?;
+            self.runc.insert(c.name.clone(), rc);
+            return Ok(child);
+        }
         let f = fs::File::create(&log)?;
         let mut cmd = self.command(c, None, false)?;
         cmd.stdout(f.try_clone()?).stderr(f);
@@ -317,7 +393,7 @@ impl PodRun {
         let deadline = Instant::now()
             + Duration::from_secs(period * tries + probe.initial_delay_seconds.unwrap_or(0) as u64);
         loop {
-            let out = self.command(c, Some(&argv), false)?.output()?;
+            let out = self.exec_in(c, &argv)?;
             if out.status.success() {
                 return Ok(());
             }
@@ -337,7 +413,7 @@ impl PodRun {
     pub fn exec(&self, name: &str, argv: &[&str]) -> Result<Output> {
         let c = self.container(name)?;
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-        Ok(self.command(c, Some(&argv), false)?.output()?)
+        self.exec_in(c, &argv)
     }
 
     /// Runs `argv` with container `name`'s env and mounts but as root and
@@ -358,6 +434,11 @@ impl PodRun {
             cmd.env(k, v);
         }
         Ok(cmd.output()?)
+    }
+
+    /// The runc container running container `name`, in runc mode.
+    pub fn runc_container(&self, name: &str) -> Option<&crate::runc::RuncContainer> {
+        self.runc.get(name)
     }
 
     /// The container's log so far.
@@ -422,6 +503,12 @@ impl Drop for PodRun {
         for (_, child) in &mut self.running {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        for rc in self.runc.values() {
+            rc.delete();
+        }
+        for m in self.mounted.iter().rev() {
+            crate::runc::mounts::unmount(m);
         }
     }
 }

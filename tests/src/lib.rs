@@ -2,8 +2,10 @@
 
 pub mod agentproc;
 pub mod flow;
+pub mod helm;
 pub mod kubelet;
 pub mod mariadbrds;
 pub mod pgrds;
 pub mod rdslab;
+pub mod runc;
 pub mod stubs;

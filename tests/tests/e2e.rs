@@ -1,14 +1,18 @@
 //! The whole chain: the example Deployment's pod -> `rds-iam-webhook serve`
-//! over TLS -> the patched pod run by the test kubelet -> stock psql (and
-//! psycopg, node-postgres, pgJDBC) log in to the RDS-like PostgreSQL with
-//! the agent's tokens, across refresh cycles.
+//! over TLS -> the patched pod run by the test kubelet, the agent from its OCI
+//! image with runc -> stock psql (and psycopg, node-postgres, pgJDBC) log in to
+//! the RDS-like PostgreSQL with the agent's tokens, across refresh cycles.
 
 use std::fs;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rds_iam_e2e::flow::{admission_review, apply_response, example_pod, Chain, USER};
+use rds_iam_e2e::kubelet::{Kubelet, PodRun};
 use rds_iam_e2e::pgrds::Client;
+use rds_iam_e2e::runc::{agent_image_archive, Image};
 use serde_json::json;
 
 fn say(s: &str) {
@@ -60,7 +64,12 @@ fn example_pod_logs_in_across_refresh_cycles() -> Result<()> {
         json!("injected")
     );
 
-    let kubelet = chain.kubelet()?;
+    // The agent runs from the image `make images` built, with runc, under the pod's
+    // securityContext; the app stays a local process with a read-only view of the volume.
+    let kubelet = Kubelet {
+        runc: Some(Arc::new(Image::unpack(&agent_image_archive())?)),
+        ..chain.kubelet()?
+    };
     let run = kubelet.run_pod(&typed, &say)?;
     run.wait_log("app", Duration::from_secs(60), |l| {
         l.lines().any(|x| x.trim() == USER)
@@ -69,6 +78,7 @@ fn example_pod_logs_in_across_refresh_cycles() -> Result<()> {
         .volume_dir("rds-iam")
         .context("rds-iam volume")?
         .to_owned();
+    check_agent_isolation(&run, &vol)?;
 
     // Three refresh cycles: after each new token, a new login works.
     let mut last = fs::read_to_string(vol.join("token"))?;
@@ -131,6 +141,72 @@ fn example_pod_logs_in_across_refresh_cycles() -> Result<()> {
     for (name, st) in &stopped {
         assert!(st.success() || st.code().is_none(), "{name} exited {st}");
     }
+    Ok(())
+}
+
+/// What the patch asks for holds in the running pod: the agent process runs as the app's
+/// UID with no capabilities and no_new_privs, on a read-only root filesystem, and writes
+/// into a tmpfs that the app container can read but not write.
+fn check_agent_isolation(run: &PodRun, vol: &Path) -> Result<()> {
+    let agent = run
+        .runc_container("rds-iam-tokenagent")
+        .context("the agent is not a runc container")?;
+    let status = fs::read_to_string(format!("/proc/{}/status", agent.pid()?))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    assert_eq!(field("Uid"), "70 70 70 70", "{status}");
+    assert_eq!(field("Gid"), "70 70 70 70", "{status}");
+    assert_eq!(field("CapEff"), "0000000000000000", "{status}");
+    assert_eq!(field("CapBnd"), "0000000000000000", "{status}");
+    assert_eq!(field("NoNewPrivs"), "1", "{status}");
+
+    // The volume is a tmpfs on the node.
+    let mounts = fs::read_to_string("/proc/self/mounts")?;
+    let vol_s = vol.display().to_string();
+    assert!(
+        mounts
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(vol_s.as_str()) && l.starts_with("tmpfs ")),
+        "{vol_s} is not a tmpfs:\n{mounts}"
+    );
+
+    // The image's root filesystem is read-only for the agent: a write there fails.
+    let out = run.exec(
+        "rds-iam-tokenagent",
+        &[
+            "rds-iam-tokenagent",
+            "--once",
+            "--log-format",
+            "text",
+            "--dir",
+            "/usr/local/bin",
+        ],
+    )?;
+    let err =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "wrote into the image: {err}");
+    assert!(err.contains("Read-only file system"), "{err}");
+
+    // The app container's mount is read-only: it can read the token but not write there.
+    let out = run.exec("app", &["touch", "/var/run/rds-iam/app-was-here"])?;
+    assert!(
+        !out.status.success(),
+        "the app wrote into the rds-iam volume"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert!(!vol.join("app-was-here").exists());
+    let out = run.exec("app", &["cat", "/var/run/rds-iam/token"])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::audit_cmd::{self, AuditArgs};
 use crate::certs_cmd::{self, CertsOptions};
 use crate::config::{AgentConfig, AgentResources, ConfigError, SidecarMode, DEFAULT_AGENT_IMAGE};
 use crate::inject_cmd;
@@ -36,6 +37,9 @@ pub enum Command {
     Inject(InjectArgs),
     /// Generate a CA, a serving certificate and a kustomization that installs them.
     Certs(CertsArgs),
+    /// List pods that opted in but run without a working agent, with the cause and the fix
+    /// (reads `kubectl get pods -A -o json`; exit 1 when any is found).
+    Audit(AuditArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -300,6 +304,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Inject(args) => inject(args),
         Command::Certs(args) => certs(args),
+        Command::Audit(args) => audit_cmd::run(args),
     };
     match result {
         Ok(code) => code,

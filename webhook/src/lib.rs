@@ -11,9 +11,12 @@
 //!   within the connection cap, [`conn`] serves each connection until its
 //!   [`clock`] (header and idle timeouts) runs out, [`budget`] bounds the
 //!   request bytes in memory, and [`limits`] holds the settings of all four.
-//! - [`inject_cmd`] and [`certs_cmd`] are the offline subcommands; [`cli`] wires it all.
+//! - [`inject_cmd`] and [`certs_cmd`] are the offline subcommands; [`audit`] (with
+//!   [`audit_cmd`]) finds pods that missed their injection; [`cli`] wires it all.
 
 pub mod annotations;
+pub mod audit;
+pub mod audit_cmd;
 pub mod budget;
 pub mod certs_cmd;
 pub mod cli;
