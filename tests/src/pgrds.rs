@@ -32,13 +32,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::probes;
+
 /// Host name clients use (`PGHOST`) and tokens are signed for.
 pub const HOST: &str = "localhost";
 /// Region the server expects in the token's credential scope.
 pub const REGION: &str = "us-east-1";
 /// How long a client probe may run before it is killed.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
-const SETUP_HINT: &str = "run testenv/setup.sh (as root) to install the test dependencies";
+pub(crate) const SETUP_HINT: &str =
+    "run testenv/setup.sh (as root) to install the test dependencies";
 
 /// The repository root (parent of the `tests` crate).
 pub fn repo_root() -> PathBuf {
@@ -48,7 +51,7 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".."))
 }
 
-fn require_file(path: &Path, what: &str) -> Result<PathBuf> {
+pub(crate) fn require_file(path: &Path, what: &str) -> Result<PathBuf> {
     if path.exists() {
         Ok(path.to_path_buf())
     } else {
@@ -56,7 +59,7 @@ fn require_file(path: &Path, what: &str) -> Result<PathBuf> {
     }
 }
 
-fn require_cmd(name: &str) -> Result<PathBuf> {
+pub(crate) fn require_cmd(name: &str) -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|d| d.join(name))
@@ -405,10 +408,50 @@ pub enum Client {
     Jdbc,
     /// asyncpg from `.venv` (URL targets only): testenv/clients/connect_asyncpg.py.
     Asyncpg,
+    /// pgx v4 (Go): target/clients/bin/connect_pgx, built from testenv/clients/go.
+    Pgx,
+    /// lib/pq (Go, database/sql): target/clients/bin/connect_pq. Defaults to
+    /// sslmode=require and rejects `prefer`: give it PGSSLMODE=disable for a
+    /// plain-TCP listener (a Unix socket never uses TLS).
+    GoPq,
+    /// tokio-postgres (Rust): target/clients/rust/release/connect_tokio_postgres.
+    /// Reads no pgpass: the probe takes a password from PGPASSWORD only.
+    TokioPostgres,
+    /// sqlx (Rust, PostgreSQL): target/clients/rust/release/connect_sqlx.
+    Sqlx,
+    /// pgbench (libpq), one transaction: testenv/clients/connect_pgbench.sh.
+    Pgbench,
 }
 
 impl Client {
     pub const ALL: [Client; 4] = [Client::Psql, Client::Psycopg, Client::Node, Client::Jdbc];
+
+    /// Every client that connects from the libpq environment alone
+    /// ([`Target::Env`]): [`Client::ALL`] and the compiled probes and pgbench.
+    pub const FROM_ENV: [Client; 9] = [
+        Client::Psql,
+        Client::Psycopg,
+        Client::Node,
+        Client::Jdbc,
+        Client::Pgx,
+        Client::GoPq,
+        Client::TokioPostgres,
+        Client::Sqlx,
+        Client::Pgbench,
+    ];
+
+    /// Whether the client finds its password in PGPASSFILE. The others need
+    /// one in PGPASSWORD (tokio-postgres) or a token file (asyncpg) to log in
+    /// directly; through the proxy none of them needs a password.
+    pub fn reads_pgpass(self) -> bool {
+        !matches!(self, Client::TokioPostgres | Client::Asyncpg)
+    }
+
+    /// Whether the client connects to a Unix socket directory in PGHOST.
+    /// pgJDBC has no Unix socket support without an extra socket factory.
+    pub fn supports_unix_socket(self) -> bool {
+        !matches!(self, Client::Jdbc)
+    }
 
     /// The client's program and arguments, to run it elsewhere (e.g. in a
     /// test pod's container environment).
@@ -418,11 +461,7 @@ impl Client {
 
     /// Like [`Client::argv`], connecting to `target`.
     pub fn argv_to(self, target: Target<'_>) -> Result<Vec<String>> {
-        let c = self.command(target)?;
-        Ok(std::iter::once(c.get_program())
-            .chain(c.get_args())
-            .map(|s| s.to_string_lossy().into_owned())
-            .collect())
+        Ok(probes::argv_of(&self.command(target)?))
     }
 
     fn command(self, target: Target<'_>) -> Result<Command> {
@@ -504,8 +543,41 @@ impl Client {
                 c.args([url_env, token_env]);
                 c
             }
+            Client::Pgx => {
+                with_conninfo(Command::new(probes::compiled("bin/connect_pgx")?), target)
+                    .ok_or_else(unsupported)?
+            }
+            Client::Pgbench => {
+                require_cmd("pgbench")?;
+                let script =
+                    require_file(&clients.join("connect_pgbench.sh"), "connect_pgbench.sh")?;
+                with_conninfo(Command::new(script), target).ok_or_else(unsupported)?
+            }
+            Client::GoPq | Client::TokioPostgres | Client::Sqlx => {
+                if target != Target::Env {
+                    return Err(unsupported());
+                }
+                Command::new(probes::compiled(match self {
+                    Client::GoPq => "bin/connect_pq",
+                    Client::TokioPostgres => "rust/release/connect_tokio_postgres",
+                    _ => "rust/release/connect_sqlx",
+                })?)
+            }
         })
     }
+}
+
+/// `c` with the conninfo argument for `target` (`service=NAME`), or `None`
+/// for a target it cannot take.
+fn with_conninfo(mut c: Command, target: Target<'_>) -> Option<Command> {
+    match target {
+        Target::Env => {}
+        Target::Service(name) => {
+            c.arg(format!("service={name}"));
+        }
+        Target::Url { .. } => return None,
+    }
+    Some(c)
 }
 
 /// Run a client probe with exactly `env` (plus PATH; everything else, e.g. a
@@ -525,7 +597,16 @@ where
     K: AsRef<OsStr>,
     V: AsRef<OsStr>,
 {
-    let mut cmd = kind.command(target)?;
+    run_probe(&format!("{kind:?}"), kind.command(target)?, env)
+}
+
+/// Run a probe with exactly `env` (plus PATH), with a timeout; returns the one
+/// non-empty line it printed, or an error carrying its stderr.
+pub(crate) fn run_probe<K, V>(name: &str, mut cmd: Command, env: &[(K, V)]) -> Result<String>
+where
+    K: AsRef<OsStr>,
+    V: AsRef<OsStr>,
+{
     cmd.env_clear();
     if let Some(path) = std::env::var_os("PATH") {
         cmd.env("PATH", path);
@@ -534,14 +615,14 @@ where
         cmd.env(k, v);
     }
     let (status, stdout, stderr) = run_with_timeout(&mut cmd, CLIENT_TIMEOUT)
-        .with_context(|| format!("running client {kind:?}"))?;
+        .with_context(|| format!("running client {name}"))?;
     if !status.success() {
-        bail!("client {kind:?} failed ({status}): {}", stderr.trim());
+        bail!("client {name} failed ({status}): {}", stderr.trim());
     }
     let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
     match lines.as_slice() {
         [user] => Ok(user.trim().to_string()),
-        _ => bail!("client {kind:?} printed {stdout:?}, expected one line; stderr: {stderr}"),
+        _ => bail!("client {name} printed {stdout:?}, expected one line; stderr: {stderr}"),
     }
 }
 
