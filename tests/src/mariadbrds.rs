@@ -273,7 +273,7 @@ impl Login {
         args
     }
 
-    /// Arguments of testenv/clients/connect_pymysql.py (keyword arguments of
+    /// Arguments of testenv/clients/login_pymysql.py (keyword arguments of
     /// `pymysql.connect`).
     pub fn pymysql_args(&self) -> Vec<String> {
         let mut args = self.connection_args();
@@ -387,7 +387,7 @@ pub enum Connect<'a> {
 pub enum Client {
     /// Debian's `mariadb` CLI (Connector/C), `-N -B -e PROBE_SQL`.
     Mariadb,
-    /// PyMySQL from `.venv`: testenv/clients/connect_pymysql.py.
+    /// PyMySQL from `.venv`: testenv/clients/login_pymysql.py.
     PyMysql,
 }
 
@@ -420,8 +420,8 @@ impl Client {
             Client::PyMysql => {
                 let mut c = Command::new(venv_python()?);
                 c.arg(require_file(
-                    &crate::rdslab::repo_root().join("testenv/clients/connect_pymysql.py"),
-                    "connect_pymysql.py",
+                    &crate::rdslab::repo_root().join("testenv/clients/login_pymysql.py"),
+                    "login_pymysql.py",
                 )?);
                 match connect {
                     Connect::Flags(login) => c.args(login.pymysql_args()),

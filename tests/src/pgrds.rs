@@ -28,7 +28,9 @@ use anyhow::{anyhow, bail, Context, Result};
 pub use crate::rdslab::{
     botocore_token, free_port, repo_root, venv_python, TokenRequest, HOST, REGION,
 };
-use crate::rdslab::{require_cmd, require_file, run_probe, write_private, LabDir};
+pub(crate) use crate::rdslab::{require_cmd, require_file, SETUP_HINT};
+use crate::probes;
+use crate::rdslab::{run_probe, write_private, LabDir};
 
 /// The pgJDBC jar from Debian's libpostgresql-jdbc-java.
 pub fn jdbc_jar() -> Result<PathBuf> {
@@ -249,10 +251,50 @@ pub enum Client {
     Jdbc,
     /// asyncpg from `.venv` (URL targets only): testenv/clients/connect_asyncpg.py.
     Asyncpg,
+    /// pgx v4 (Go): target/clients/bin/connect_pgx, built from testenv/clients/go.
+    Pgx,
+    /// lib/pq (Go, database/sql): target/clients/bin/connect_pq. Defaults to
+    /// sslmode=require and rejects `prefer`: give it PGSSLMODE=disable for a
+    /// plain-TCP listener (a Unix socket never uses TLS).
+    GoPq,
+    /// tokio-postgres (Rust): target/clients/rust/release/connect_tokio_postgres.
+    /// Reads no pgpass: the probe takes a password from PGPASSWORD only.
+    TokioPostgres,
+    /// sqlx (Rust, PostgreSQL): target/clients/rust/release/connect_sqlx.
+    Sqlx,
+    /// pgbench (libpq), one transaction: testenv/clients/connect_pgbench.sh.
+    Pgbench,
 }
 
 impl Client {
     pub const ALL: [Client; 4] = [Client::Psql, Client::Psycopg, Client::Node, Client::Jdbc];
+
+    /// Every client that connects from the libpq environment alone
+    /// ([`Target::Env`]): [`Client::ALL`] and the compiled probes and pgbench.
+    pub const FROM_ENV: [Client; 9] = [
+        Client::Psql,
+        Client::Psycopg,
+        Client::Node,
+        Client::Jdbc,
+        Client::Pgx,
+        Client::GoPq,
+        Client::TokioPostgres,
+        Client::Sqlx,
+        Client::Pgbench,
+    ];
+
+    /// Whether the client finds its password in PGPASSFILE. The others need
+    /// one in PGPASSWORD (tokio-postgres) or a token file (asyncpg) to log in
+    /// directly; through the proxy none of them needs a password.
+    pub fn reads_pgpass(self) -> bool {
+        !matches!(self, Client::TokioPostgres | Client::Asyncpg)
+    }
+
+    /// Whether the client connects to a Unix socket directory in PGHOST.
+    /// pgJDBC has no Unix socket support without an extra socket factory.
+    pub fn supports_unix_socket(self) -> bool {
+        !matches!(self, Client::Jdbc)
+    }
 
     /// The client's program and arguments, to run it elsewhere (e.g. in a
     /// test pod's container environment).
@@ -262,11 +304,7 @@ impl Client {
 
     /// Like [`Client::argv`], connecting to `target`.
     pub fn argv_to(self, target: Target<'_>) -> Result<Vec<String>> {
-        let c = self.command(target)?;
-        Ok(std::iter::once(c.get_program())
-            .chain(c.get_args())
-            .map(|s| s.to_string_lossy().into_owned())
-            .collect())
+        Ok(probes::argv_of(&self.command(target)?))
     }
 
     fn command(self, target: Target<'_>) -> Result<Command> {
@@ -348,8 +386,41 @@ impl Client {
                 c.args([url_env, token_env]);
                 c
             }
+            Client::Pgx => {
+                with_conninfo(Command::new(probes::compiled("bin/connect_pgx")?), target)
+                    .ok_or_else(unsupported)?
+            }
+            Client::Pgbench => {
+                require_cmd("pgbench")?;
+                let script =
+                    require_file(&clients.join("connect_pgbench.sh"), "connect_pgbench.sh")?;
+                with_conninfo(Command::new(script), target).ok_or_else(unsupported)?
+            }
+            Client::GoPq | Client::TokioPostgres | Client::Sqlx => {
+                if target != Target::Env {
+                    return Err(unsupported());
+                }
+                Command::new(probes::compiled(match self {
+                    Client::GoPq => "bin/connect_pq",
+                    Client::TokioPostgres => "rust/release/connect_tokio_postgres",
+                    _ => "rust/release/connect_sqlx",
+                })?)
+            }
         })
     }
+}
+
+/// `c` with the conninfo argument for `target` (`service=NAME`), or `None`
+/// for a target it cannot take.
+fn with_conninfo(mut c: Command, target: Target<'_>) -> Option<Command> {
+    match target {
+        Target::Env => {}
+        Target::Service(name) => {
+            c.arg(format!("service={name}"));
+        }
+        Target::Url { .. } => return None,
+    }
+    Some(c)
 }
 
 /// Run a client probe with exactly `env` (plus PATH; everything else, e.g. a
@@ -369,20 +440,29 @@ where
     K: AsRef<OsStr>,
     V: AsRef<OsStr>,
 {
-    let mut cmd = kind.command(target)?;
+    run_probe_line(&format!("{kind:?}"), kind.command(target)?, env)
+}
+
+/// Run a probe with exactly `env` (plus PATH), with a timeout; returns the one
+/// non-empty line it printed, or an error carrying its stderr.
+pub(crate) fn run_probe_line<K, V>(name: &str, mut cmd: Command, env: &[(K, V)]) -> Result<String>
+where
+    K: AsRef<OsStr>,
+    V: AsRef<OsStr>,
+{
     let env: Vec<(OsString, OsString)> = env
         .iter()
         .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()))
         .collect();
     let (status, stdout, stderr) =
-        run_probe(&mut cmd, &env).with_context(|| format!("running client {kind:?}"))?;
+        run_probe(&mut cmd, &env).with_context(|| format!("running client {name}"))?;
     if !status.success() {
-        bail!("client {kind:?} failed ({status}): {}", stderr.trim());
+        bail!("client {name} failed ({status}): {}", stderr.trim());
     }
     let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
     match lines.as_slice() {
         [user] => Ok(user.trim().to_string()),
-        _ => bail!("client {kind:?} printed {stdout:?}, expected one line; stderr: {stderr}"),
+        _ => bail!("client {name} printed {stdout:?}, expected one line; stderr: {stderr}"),
     }
 }
 

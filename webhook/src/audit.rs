@@ -24,7 +24,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::annotations::{self, ENABLED};
-use crate::mutate::{has_agent, AGENT_CONTAINER, AGENT_INIT_CONTAINER};
+use crate::mutate::has_agent;
+use crate::render::{AGENT_CONTAINER, AGENT_INIT_CONTAINER};
 
 /// Namespaces the shipped `namespaceSelector` leaves out.
 pub const DEFAULT_EXCLUDED: [&str; 3] = ["kube-system", "kube-node-lease", "rds-iam-system"];
