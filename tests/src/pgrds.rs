@@ -25,11 +25,11 @@ use std::process::Command;
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::probes;
 pub use crate::rdslab::{
     botocore_token, free_port, repo_root, venv_python, TokenRequest, HOST, REGION,
 };
 pub(crate) use crate::rdslab::{require_cmd, require_file, SETUP_HINT};
-use crate::probes;
 use crate::rdslab::{run_probe, write_private, LabDir};
 
 /// The pgJDBC jar from Debian's libpostgresql-jdbc-java.

@@ -170,7 +170,11 @@ where
     K: AsRef<OsStr>,
     V: AsRef<OsStr>,
 {
-    Cancelled::parse(&run_probe_line(&format!("{kind:?}"), kind.command(after)?, env)?)
+    Cancelled::parse(&run_probe_line(
+        &format!("{kind:?}"),
+        kind.command(after)?,
+        env,
+    )?)
 }
 
 /// A command's program and arguments as strings.

@@ -304,7 +304,9 @@ fn readiness_follows_credentials_that_run_out_during_an_outage() -> Result<()> {
     let (code, body) = http_get(port, "/readyz")?;
     assert_eq!(code, 200, "{body}");
     let left: u64 = body
-        .trim()
+        .lines()
+        .next()
+        .unwrap_or_default()
         .strip_prefix("ready: token valid for ")
         .and_then(|s| s.strip_suffix('s'))
         .context("readyz body")?

@@ -56,6 +56,16 @@ fn check_files(dir: &Path) -> Result<usize> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e.into()),
     }
+    match fs::read_to_string(dir.join("pg_service.conf")) {
+        Ok(s) => {
+            present += 1;
+            if !s.ends_with("sslmode=require\n") || !s.contains("[default]\nhost=db.abc.") {
+                bail!("partial pg_service.conf: {s:?}");
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
     Ok(present)
 }
 
@@ -74,7 +84,7 @@ fn sigkill_at_random_points_never_leaves_a_partial_file() -> Result<()> {
     let full = runs[3].max(Duration::from_millis(2));
 
     let dir = tempfile::tempdir()?;
-    let (mut none, mut some, mut both) = (0, 0, 0);
+    let (mut none, mut some, mut all) = (0, 0, 0);
     let (mut while_running, mut changed) = (0, 0);
     for i in 0..KILLS {
         // Every 100 kills start over with an empty directory, so kills also
@@ -104,17 +114,19 @@ fn sigkill_at_random_points_never_leaves_a_partial_file() -> Result<()> {
         }
         match check_files(dir.path()) {
             Ok(0) => none += 1,
-            Ok(1) => some += 1,
-            Ok(_) => both += 1,
+            Ok(3) => all += 1,
+            Ok(_) => some += 1,
             Err(e) => bail!("after kill {i} (at {delay} µs of ~{full:?}): {e}"),
         }
     }
     eprintln!(
         "{KILLS} kills ({while_running} while running, {changed} after a new token was written): \
-         no file {none}, one file {some}, both files {both}; a full run takes {full:?}"
+         no file {none}, some {some}, all three {all}; a full run takes {full:?}"
     );
     // The kills must have landed across the whole run to mean anything.
-    assert!(none > 0 && both > 0, "none={none} both={both}");
+    assert!(none > 0 && all > 0, "none={none} all={all}");
+    // The files are replaced together: never some of them.
+    assert_eq!(some, 0, "the files were written one by one");
     assert!(
         while_running >= KILLS / 10,
         "too few kills hit a running agent: {while_running}"
@@ -127,7 +139,7 @@ fn sigkill_at_random_points_never_leaves_a_partial_file() -> Result<()> {
         .collect::<Result<_, _>>()?;
     let mut names = names;
     names.sort();
-    assert_eq!(names, ["pgpass", "token"]);
+    assert_eq!(names, ["pg_service.conf", "pgpass", "token"]);
     Ok(())
 }
 
@@ -166,7 +178,7 @@ fn full_disk_and_read_only_volume_keep_the_old_token() -> Result<()> {
         r.stderr
     );
     assert_eq!(fs::read_to_string(dir.path().join("token"))?, old);
-    assert_eq!(check_files(dir.path())?, 2);
+    assert_eq!(check_files(dir.path())?, 3);
     // Read-only volume.
     fs::remove_file(dir.path().join("filler"))?;
     let st = Command::new("mount")
@@ -178,6 +190,6 @@ fn full_disk_and_read_only_volume_keep_the_old_token() -> Result<()> {
     assert_eq!(r.code, Some(1));
     assert!(r.stderr.contains("Read-only file system"), "{}", r.stderr);
     assert_eq!(fs::read_to_string(dir.path().join("token"))?, old);
-    assert_eq!(check_files(dir.path())?, 2);
+    assert_eq!(check_files(dir.path())?, 3);
     Ok(())
 }

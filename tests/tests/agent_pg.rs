@@ -336,31 +336,31 @@ fn invalid_flags_exit_before_any_work() -> Result<()> {
         (&[("RDS_IAM_HOST", "")], "--host (RDS_IAM_HOST)"),
         (
             &[("RDS_IAM_HOST", "db:5432")],
-            "--host (RDS_IAM_HOST): contains ':'",
+            "--host (RDS_IAM_HOST): \"db:5432\" contains ':' at byte 2; write",
         ),
         (
             &[("RDS_IAM_HOST", "db host")],
-            "--host (RDS_IAM_HOST): contains whitespace",
+            "--host (RDS_IAM_HOST): \"db host\" contains whitespace",
         ),
         (
             &[("RDS_IAM_HOST", "db\nhost")],
-            "--host (RDS_IAM_HOST): contains a control character",
+            "--host (RDS_IAM_HOST): \"db\\nhost\" contains a control character",
         ),
         (
             &[("RDS_IAM_USER", "a:b")],
-            "--user (RDS_IAM_USER): contains ':'",
+            "--user (RDS_IAM_USER): \"a:b\" contains ':'",
         ),
         (
             &[("RDS_IAM_USER", "a\nb")],
-            "--user (RDS_IAM_USER): contains a control character",
+            "--user (RDS_IAM_USER): \"a\\nb\" contains a control character",
         ),
         (
             &[("RDS_IAM_PORT", "0")],
-            "--port (RDS_IAM_PORT): 0 is outside 1..65535",
+            "--port (RDS_IAM_PORT): \"0\" is outside 1..65535; write a port from 1 to 65535",
         ),
         (
             &[("RDS_IAM_PORT", "70000")],
-            "--port (RDS_IAM_PORT): 70000 is outside 1..65535",
+            "--port (RDS_IAM_PORT): \"70000\" is outside 1..65535; write a port from 1 to 65535",
         ),
         (
             &[("RDS_IAM_REFRESH_INTERVAL", "20s")],
@@ -460,11 +460,11 @@ fn long_running_agent_serves_health_and_stops_on_sigterm() -> Result<()> {
     let (code, metrics) = http_get(port, "/metrics")?;
     assert_eq!(code, 200);
     assert!(
-        metrics.contains("rds_iam_token_refresh_total{result=\"success\"} 1\n"),
+        metrics.contains("rds_iam_token_refresh_total{db=\"default\",result=\"success\"} 1\n"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("rds_iam_token_expiry_timestamp_seconds 1"),
+        metrics.contains("rds_iam_token_expiry_timestamp_seconds{db=\"default\"} 1"),
         "{metrics}"
     );
     psql_connects(dir.path())?;
@@ -538,7 +538,7 @@ fn doctor_reports_each_check_and_its_fix() -> Result<()> {
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     for want in [
         "OK   credentials  configured: AWS_ACCESS_KEY_ID",
-        "OK   region       us-east-1 (--region / RDS_IAM_REGION)",
+        "OK   region       database default: us-east-1 (set explicitly)",
         "OK   aws identity got credentials from Environment",
         "OK   signing",
         "accepts TLS",
@@ -565,7 +565,8 @@ fn doctor_reports_each_check_and_its_fix() -> Result<()> {
         r.stdout
     );
     assert!(
-        r.stdout.contains("FAIL pgpass") && r.stdout.contains("PGHOST/PGPORT/PGUSER must equal"),
+        r.stdout.contains("FAIL pgpass")
+            && r.stdout.contains("has no line for app_user@localhost:"),
         "{}",
         r.stdout
     );

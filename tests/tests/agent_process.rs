@@ -293,8 +293,8 @@ fn a_negative_port_is_named_by_its_flag() -> Result<()> {
     assert_eq!(r.code, Some(2), "{}", r.stderr);
     assert_eq!(
         r.stderr.trim(),
-        "rds-iam-tokenagent: --port (RDS_IAM_PORT): \"-1\" is not a port number; \
-         write a number from 1 to 65535"
+        "rds-iam-tokenagent: --port (RDS_IAM_PORT): \"-1\" is not a number; \
+         write a port from 1 to 65535, e.g. 5432"
     );
     Ok(())
 }

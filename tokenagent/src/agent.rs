@@ -878,9 +878,8 @@ mod tests {
             );
             assert_eq!(
                 std::fs::read_dir(d.path()).unwrap().count(),
-                // pg_service.conf needs no token.
-                1,
-                "no token written"
+                0,
+                "nothing written"
             );
             let st = &h.agent.status().dbs[0];
             assert!(st.token_life(SystemTime::now()).is_none());

@@ -42,15 +42,27 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
             None => format!("database {}: no token written yet", d.name),
         })
         .collect();
-    let code = if h.status.ready(now) {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let head = if code == StatusCode::OK {
-        "ready"
-    } else {
-        "not ready"
+    // The first line is about the database with the least life left.
+    let (code, head) = match h.status.least_life(now) {
+        Some((_, Some(l))) if h.status.ready(now) => (
+            StatusCode::OK,
+            format!("ready: token valid for {}s", l.as_secs()),
+        ),
+        Some((db, Some(l))) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: token valid for only {}s (database {db})",
+                l.as_secs()
+            ),
+        ),
+        Some((db, None)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: no token written yet (database {db})"),
+        ),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no database".to_owned(),
+        ),
     };
     (code, format!("{head}\n{}\n", lines.join("\n")))
 }

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
             };
             match probe::probe(&args.dir, &dbs, min_life, std::time::SystemTime::now()) {
                 Ok(left) => {
-                    println!("ok: every token valid for at least {}s", left.as_secs());
+                    println!("ok: token valid for {}s", left.as_secs());
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(1, e),
@@ -71,7 +71,7 @@ fn main() -> ExitCode {
                                 dir = %cfg.dir.display(),
                                 databases = r.dbs.len(),
                                 expires = r.earliest_expiry().map(|e| tracing::field::display(humantime::format_rfc3339_seconds(e))),
-                                "tokens written"
+                                "token written"
                             );
                             ExitCode::SUCCESS
                         }

@@ -106,9 +106,9 @@ impl Output for Pgpass {
     }
 }
 
-/// `pg_service.conf`: a `[NAME]` section per PostgreSQL database, including
-/// `[default]`, so `psql service=orders` needs nothing else. In proxy mode a
-/// section points at the agent's socket in `dir`.
+/// `pg_service.conf`: a `[NAME]` section per PostgreSQL database that has a
+/// token, including `[default]`, so `psql service=orders` needs nothing else.
+/// In proxy mode a section points at the agent's socket in `dir`.
 pub struct PgService {
     /// The agent's directory, as the app sees it (the same mount path).
     pub dir: String,
@@ -125,6 +125,7 @@ impl Output for PgService {
         let mut any = false;
         for e in dbs
             .iter()
+            .filter(|d| d.current.is_some())
             .map(|d| d.endpoint)
             .filter(|e| e.engine == Engine::Postgres)
         {
