@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use rds_iam_e2e::flow::{admission_review, apply_response, example_pod, Chain, USER};
+use rds_iam_e2e::flow::{
+    admission_review, apply_response, example_pod, point_at_lab, Chain, REPORTS, USER,
+};
 use rds_iam_e2e::kubelet::{Kubelet, PodRun};
-use rds_iam_e2e::pgrds::Client;
+use rds_iam_e2e::pgrds::{Client, Target};
 use rds_iam_e2e::runc::{agent_image_archive, Image};
 use serde_json::json;
 
@@ -24,10 +26,8 @@ fn example_pod_logs_in_across_refresh_cycles() -> Result<()> {
     let chain = Chain::start(&say)?;
     let port = chain.pg.port();
     let pod = example_pod(|p| {
-        let a = &mut p["metadata"]["annotations"];
-        a["rds-iam/host"] = json!("localhost");
-        a["rds-iam/port"] = json!(port.to_string());
-        a["rds-iam/refresh-interval"] = json!("1m");
+        point_at_lab(p, port);
+        p["metadata"]["annotations"]["rds-iam/refresh-interval"] = json!("1m");
     })?;
     let response = chain.review(&admission_review(&pod))?;
     let (patched, typed) = apply_response(&pod, &response)?;
@@ -111,8 +111,27 @@ fn example_pod_logs_in_across_refresh_cycles() -> Result<()> {
             USER,
             "cycle {cycle}"
         );
+        // The named database, through pg_service.conf and its own pgpass line.
+        let out = run.exec(
+            "app",
+            &[
+                "psql",
+                "-X",
+                "-A",
+                "-t",
+                &format!("service={REPORTS}"),
+                "-c",
+                "select current_database()",
+            ],
+        )?;
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            REPORTS,
+            "cycle {cycle}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         say(&format!(
-            "refresh cycle {cycle}: psql logged in with the new token"
+            "refresh cycle {cycle}: psql logged in to both databases with the new tokens"
         ));
     }
     // The same injected env and files work for the other clients.
@@ -120,6 +139,41 @@ fn example_pod_logs_in_across_refresh_cycles() -> Result<()> {
         "NODE_EXTRA_CA_CERTS".to_owned(),
         chain.pg.ca_cert().display().to_string(),
     )];
+    let url_env = format!("RDS_IAM_{}_URL", REPORTS.to_uppercase());
+    let token_env = format!("RDS_IAM_{}_TOKEN_FILE", REPORTS.to_uppercase());
+    let named = [
+        (Client::Psycopg, Target::Service(REPORTS)),
+        (Client::Jdbc, Target::Service(REPORTS)),
+        (
+            Client::Node,
+            Target::Url {
+                url_env: &url_env,
+                token_env: &token_env,
+            },
+        ),
+        (
+            Client::Asyncpg,
+            Target::Url {
+                url_env: &url_env,
+                token_env: &token_env,
+            },
+        ),
+    ];
+    for (kind, target) in named {
+        let argv = kind.argv_to(target)?;
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = run.exec_as_root("app", &argv, &extra)?;
+        assert!(
+            out.status.success(),
+            "{kind:?} to {REPORTS}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            USER,
+            "{kind:?} to {REPORTS}"
+        );
+    }
     for kind in [Client::Psycopg, Client::Node, Client::Jdbc] {
         let argv = kind.argv()?;
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
@@ -215,8 +269,7 @@ fn second_app_container_with_another_uid_is_denied() -> Result<()> {
     let chain = Chain::start(&say)?;
     let port = chain.pg.port();
     let pod = example_pod(|p| {
-        p["metadata"]["annotations"]["rds-iam/host"] = json!("localhost");
-        p["metadata"]["annotations"]["rds-iam/port"] = json!(port.to_string());
+        point_at_lab(p, port);
         let mut second = p["spec"]["containers"][0].clone();
         second["name"] = json!("worker");
         second["securityContext"]["runAsUser"] = json!(1001);

@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rds_iam_e2e::flow::{admission_review, apply_response, example_pod, Chain, DATABASE, USER};
-use serde_json::json;
+use rds_iam_e2e::flow::{
+    admission_review, apply_response, example_pod, point_at_lab, Chain, DATABASE, REPORTS,
+    REPORTS_HOST, USER,
+};
 
 fn say(s: &str) {
     println!("{s}");
@@ -31,13 +33,10 @@ fn demo() -> Result<()> {
     let chain = Chain::start(&say)?;
     say("== 5. the AdmissionReview of manifests/examples' Deployment pod");
     let port = chain.pg.port();
-    let pod = example_pod(|p| {
-        // The example points at a real RDS host; here the database is local.
-        p["metadata"]["annotations"]["rds-iam/host"] = json!("localhost");
-        p["metadata"]["annotations"]["rds-iam/port"] = json!(port.to_string());
-    })?;
+    // The example points at real RDS hosts; here both databases are local.
+    let pod = example_pod(|p| point_at_lab(p, port))?;
     say(&format!(
-        "  pod {}* in namespace {}, annotations rds-iam/host=localhost, rds-iam/port={port}, rds-iam/user={USER}, rds-iam/database={DATABASE}; IRSA env added as the EKS pod identity webhook would",
+        "  pod {}* in namespace {}, annotations rds-iam/host=localhost, rds-iam/port={port}, rds-iam/user={USER}, rds-iam/database={DATABASE}, and a second database rds-iam/{REPORTS}.host={REPORTS_HOST}; IRSA env added as the EKS pod identity webhook would",
         pod["metadata"]["generateName"].as_str().unwrap_or(""),
         pod["metadata"]["namespace"].as_str().unwrap_or("")
     ));
@@ -74,13 +73,13 @@ fn demo() -> Result<()> {
     let run = kubelet.run_pod(&typed, &|s| say(&format!("  kubelet: {s}")))?;
     say("== 7. the app container runs stock psql with no password anywhere");
     let log = run.wait_log("app", Duration::from_secs(60), |l| {
-        l.lines().any(|x| x.trim() == USER)
+        l.lines().any(|x| x.trim() == USER) && l.lines().any(|x| x.trim() == REPORTS)
     })?;
     for line in log.lines() {
         say(&format!("  app | {line}"));
     }
     say(&format!(
-        "  psql logged in as {USER} with an IAM token from the agent's pgpass"
+        "  psql logged in as {USER} to {DATABASE} (from PGHOST and the pgpass), and to {REPORTS} (psql service={REPORTS}: pg_service.conf and its own pgpass line, a token signed for {REPORTS_HOST}), with IAM tokens only"
     ));
     let statuses = run.stop()?;
     for (name, st) in statuses {
