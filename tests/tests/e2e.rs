@@ -292,3 +292,93 @@ fn second_app_container_with_another_uid_is_denied() -> Result<()> {
     );
     Ok(())
 }
+
+/// Proxy mode end to end: the example pod with `rds-iam/mode: proxy`; its app
+/// is asyncpg, which fails with the agent's pgpass (it keeps the backslash
+/// escapes) and works through the agent's socket, with no password, through
+/// the app's read-only view of the volume.
+#[test]
+fn proxy_mode_pod_serves_a_client_that_fails_with_the_passfile() -> Result<()> {
+    let chain = Chain::start(&say)?;
+    let port = chain.pg.port();
+    let files_pod = example_pod(|p| point_at_lab(p, port))?;
+    let mut proxy_pod = files_pod.clone();
+    proxy_pod["metadata"]["annotations"]["rds-iam/mode"] = json!("proxy");
+
+    // Files mode first: asyncpg, given only the libpq environment, fails.
+    let response = chain.review(&admission_review(&files_pod))?;
+    let (_, typed) = apply_response(&files_pod, &response)?;
+    let kubelet = Kubelet {
+        runc: Some(Arc::new(Image::unpack(&agent_image_archive())?)),
+        ..chain.kubelet()?
+    };
+    let run = kubelet.run_pod(&typed, &say)?;
+    let asyncpg = Client::Asyncpg.argv()?;
+    let asyncpg: Vec<&str> = asyncpg.iter().map(String::as_str).collect();
+    let out = run.exec_as_root("app", &asyncpg, &[])?;
+    assert!(
+        !out.status.success(),
+        "asyncpg logged in with the pgpass: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    run.stop()?;
+
+    // Proxy mode: the same client, the same (injected) environment.
+    let response = chain.review(&admission_review(&proxy_pod))?;
+    let (_, typed) = apply_response(&proxy_pod, &response)?;
+    let app = typed
+        .spec
+        .as_ref()
+        .context("spec")?
+        .containers
+        .iter()
+        .find(|c| c.name == "app")
+        .context("app")?;
+    let env: Vec<(&str, &str)> = app
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or("")))
+        .collect();
+    for (k, v) in [
+        ("PGHOST", "/var/run/rds-iam"),
+        ("PGPORT", "5432"),
+        ("PGSSLMODE", "disable"),
+    ] {
+        assert!(env.contains(&(k, v)), "{k}={v} missing in {env:?}");
+    }
+    let run = kubelet.run_pod(&typed, &say)?;
+    // The socket, in the volume, private to the app's UID.
+    let vol = run.volume_dir("rds-iam").context("volume")?.to_owned();
+    let meta = fs::metadata(vol.join(".s.PGSQL.5432"))?;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.uid(), 70);
+    // asyncpg lives in a venv the app's UID cannot reach here: run it as root with
+    // the app's env; psql, below, connects as the app's UID.
+    let out = run.exec_as_root("app", &asyncpg, &[])?;
+    assert!(
+        out.status.success(),
+        "asyncpg through the proxy: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        run.logs("rds-iam-tokenagent")
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), USER);
+    // psql as the app's UID, through the read-only mount of the socket.
+    let out = run.exec(
+        "app",
+        &["psql", "-X", "-A", "-t", "-c", "select current_user"],
+    )?;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        USER,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stopped = run.stop()?;
+    for (name, st) in &stopped {
+        assert!(st.success() || st.code().is_none(), "{name} exited {st}");
+    }
+    Ok(())
+}
