@@ -73,7 +73,8 @@ fn the_agent_reads_back_what_the_webhook_writes() -> Result<()> {
             env.insert(e.name.clone(), v.replace("$$", "$"));
         }
         let args = args_from_env(&env)?;
-        let cli = Cli::try_parse_from(&args).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let cli =
+            Cli::try_parse_from(&args).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let got = cli
             .run
             .into_config(|k| env.get(k).cloned())

@@ -9,6 +9,7 @@ use rds_iam_e2e::flow::{
     admission_review, apply_response, example_pod, point_at_lab, Chain, DATABASE, REPORTS,
     REPORTS_HOST, USER,
 };
+use rds_iam_e2e::pgrds::Client;
 
 fn say(s: &str) {
     println!("{s}");
@@ -83,6 +84,31 @@ fn demo() -> Result<()> {
     ));
     let statuses = run.stop()?;
     for (name, st) in statuses {
+        say(&format!("  stopped {name}: {st}"));
+    }
+
+    say("== 8. proxy mode: the same pod with rds-iam/mode: proxy, and asyncpg as the client");
+    say("  asyncpg reads a pgpass its own way and keeps the backslash escapes (asyncpg#1249),");
+    say("  so with the files alone it cannot log in; through the agent's socket it needs no password");
+    let mut proxy_pod = example_pod(|p| point_at_lab(p, port))?;
+    proxy_pod["metadata"]["annotations"]["rds-iam/mode"] = serde_json::json!("proxy");
+    let response = chain.review(&admission_review(&proxy_pod))?;
+    let (_, typed) = apply_response(&proxy_pod, &response)?;
+    let run = kubelet.run_pod(&typed, &|s| say(&format!("  kubelet: {s}")))?;
+    let asyncpg = Client::Asyncpg.argv()?;
+    let asyncpg: Vec<&str> = asyncpg.iter().map(String::as_str).collect();
+    let out = run.exec_as_root("app", &asyncpg, &[])?;
+    anyhow::ensure!(
+        out.status.success(),
+        "asyncpg through the proxy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    say(&format!(
+        "  asyncpg (PGHOST=/var/run/rds-iam, PGSSLMODE=disable, no password) logged in as {}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    ));
+    say("  the agent answered the database's password request with the token, over TLS");
+    for (name, st) in run.stop()? {
         say(&format!("  stopped {name}: {st}"));
     }
     drop(chain);
