@@ -7,13 +7,17 @@
 //! `rds-iam/` annotation, and no patch; a patch is only sent with
 //! `allowed: true`, is a base64 JSON Patch that applies (json-patch) to the
 //! object of the request, yields a Pod marked `rds-iam/status: injected`,
-//! and a second review of that Pod (a reinvocation) leaves it unchanged.
+//! its agent containers are hardened (non-root, read-only root
+//! filesystem, no privilege escalation, all capabilities dropped, seccomp
+//! `RuntimeDefault`), and a second review of that Pod (a reinvocation)
+//! leaves it unchanged.
 
 use std::sync::OnceLock;
 
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::Pod;
 use rds_iam_webhook::config::AgentConfig;
+use rds_iam_webhook::render::{AGENT_CONTAINER, AGENT_INIT_CONTAINER};
 use rds_iam_webhook::review::{review, to_json, ReviewResult};
 use serde_json::Value;
 
@@ -71,6 +75,7 @@ fn check_patch(body: &[u8], response: &Value) {
         .and_then(|a| a.get("rds-iam/status"))
         .map(String::as_str);
     assert_eq!(status, Some("injected"));
+    hardened_agents(&typed);
 
     // The API server reinvokes the webhook with the patched Pod.
     request["request"]["object"] = pod;
@@ -82,4 +87,42 @@ fn check_patch(body: &[u8], response: &Value) {
         "a reinvocation adds nothing: {}",
         again.detail
     );
+}
+
+/// Every agent container the patch added runs hardened.
+fn hardened_agents(pod: &Pod) {
+    let spec = pod.spec.as_ref().expect("a patched Pod has a spec");
+    let agents: Vec<_> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .filter(|c| c.name == AGENT_CONTAINER || c.name == AGENT_INIT_CONTAINER)
+        .collect();
+    assert!(!agents.is_empty(), "a patch without the agent");
+    for c in agents {
+        let s = c
+            .security_context
+            .as_ref()
+            .expect("an agent security context");
+        assert_eq!(s.run_as_non_root, Some(true), "{}", c.name);
+        assert!(
+            s.run_as_user.is_some_and(|u| u > 0),
+            "{}: {:?}",
+            c.name,
+            s.run_as_user
+        );
+        assert_eq!(s.read_only_root_filesystem, Some(true), "{}", c.name);
+        assert_eq!(s.allow_privilege_escalation, Some(false), "{}", c.name);
+        let caps = s.capabilities.as_ref().expect("capabilities");
+        assert_eq!(
+            caps.drop.as_deref(),
+            Some(&["ALL".to_owned()][..]),
+            "{}",
+            c.name
+        );
+        assert!(caps.add.as_ref().is_none_or(Vec::is_empty), "{}", c.name);
+        let seccomp = s.seccomp_profile.as_ref().map(|p| p.type_.as_str());
+        assert_eq!(seccomp, Some("RuntimeDefault"), "{}", c.name);
+    }
 }

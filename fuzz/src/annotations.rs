@@ -12,13 +12,15 @@
 //! free of `:`, whitespace and control characters (a line break in one
 //! would add a pgpass line), within 253 and 63 bytes; ports are 1 or more;
 //! a region is a region name; a database name has no control character;
-//! the pod-wide values lie in their ranges. A denial names an `rds-iam/`
+//! only a proxied database has a proxy port or direct TLS, never a MySQL
+//! one direct TLS, and no two share a proxy port; a CA bundle names its
+//! ConfigMap; the pod-wide values lie in their ranges. A denial names an `rds-iam/`
 //! key, either one that is present or the missing host or user of a
 //! database, and its message is one line.
 
 use std::collections::BTreeMap;
 
-use rds_iam_common::{is_region_name, DbName, MAX_HOST_LEN, MAX_USER_LEN};
+use rds_iam_common::{is_region_name, DbName, Engine, Mode, MAX_HOST_LEN, MAX_USER_LEN};
 use rds_iam_webhook::annotations::{db_key, parse, PREFIX};
 
 /// The annotations an input describes.
@@ -109,8 +111,26 @@ pub fn check(data: &[u8]) {
             assert!(is_region_name(r), "region {r:?} accepted");
         }
         if let Some(name) = &db.database {
-            assert!(!name.is_empty() && !name.contains(char::is_control), "{name:?}");
+            assert!(
+                !name.is_empty() && !name.contains(char::is_control),
+                "{name:?}"
+            );
         }
+        if db.access.mode == Mode::Files {
+            assert_eq!(db.access.proxy_port, None, "a proxy port without the proxy");
+            assert!(!db.access.direct_tls, "direct TLS without the proxy");
+        }
+        if db.engine == Engine::Mysql {
+            assert!(!db.access.direct_tls, "PostgreSQL's direct TLS for MySQL");
+        }
+    }
+    let mut ports: Vec<u16> = dbs.iter().filter_map(|d| d.access.proxy_port).collect();
+    let given = ports.len();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), given, "two databases share a proxy port");
+    if let Some(ca) = &request.ca {
+        assert!(!ca.configmap.is_empty() && !ca.key.is_empty(), "{ca:?}");
     }
     if let Some(containers) = &request.containers {
         assert!(!containers.is_empty());

@@ -89,7 +89,10 @@ fn ready<F: Future>(f: F) -> F::Output {
 fn body_cap(max: usize, length: Option<&str>, body: &[u8]) {
     let mut r = response(200, SdkBody::from(body.to_vec()));
     if let Some(v) = length {
-        if r.headers_mut().try_insert("content-length", v.to_owned()).is_err() {
+        if r.headers_mut()
+            .try_insert("content-length", v.to_owned())
+            .is_err()
+        {
             return; // not a header value an HTTP client would hand over
         }
     }
@@ -103,23 +106,40 @@ fn body_cap(max: usize, length: Option<&str>, body: &[u8]) {
     let read = match cap(r, max) {
         Err(_) => {
             assert!(length.is_some(), "refused without a declared length");
-            assert!(declared_over != Some(false), "{length:?} is within the cap of {max}");
+            assert!(
+                declared_over != Some(false),
+                "{length:?} is within the cap of {max}"
+            );
             return;
         }
         Ok(r) => {
-            assert!(declared_over != Some(true), "{length:?} is over the cap of {max}");
+            assert!(
+                declared_over != Some(true),
+                "{length:?} is over the cap of {max}"
+            );
             ready(r.into_body().collect())
         }
     };
     match read {
         Ok(got) => {
             let got = got.to_bytes();
-            assert!(got.len() <= max, "read {} bytes past the cap of {max}", got.len());
+            assert!(
+                got.len() <= max,
+                "read {} bytes past the cap of {max}",
+                got.len()
+            );
             assert_eq!(&got[..], body);
         }
         Err(e) => {
-            assert!(body.len() > max, "a body of {} bytes within the cap of {max} failed: {e}", body.len());
-            assert!(e.to_string().contains(&format!("larger than {max} bytes")), "{e}");
+            assert!(
+                body.len() > max,
+                "a body of {} bytes within the cap of {max} failed: {e}",
+                body.len()
+            );
+            assert!(
+                e.to_string().contains(&format!("larger than {max} bytes")),
+                "{e}"
+            );
         }
     }
 }
@@ -147,10 +167,9 @@ fn raw_answers_withheld(status: u16, prefix: &str, outer: &str, extra: &[u8]) {
     // A credential answer as IMDS or the container endpoint send it, in an
     // SDK error that prints the raw response (as aws-config's IMDS error
     // does: "error response from IMDS (code: 500). Response { .. }").
-    let mut answer = format!(
-        "{{\"AccessKeyId\":\"ASIAEXAMPLE\",\"SecretAccessKey\":\"{SECRET}\",\"Token\":\""
-    )
-    .into_bytes();
+    let mut answer =
+        format!("{{\"AccessKeyId\":\"ASIAEXAMPLE\",\"SecretAccessKey\":\"{SECRET}\",\"Token\":\"")
+            .into_bytes();
     answer.extend_from_slice(extra);
     answer.extend_from_slice(b"\"}");
     let raw = response(status, SdkBody::from(answer));
@@ -165,7 +184,10 @@ fn raw_answers_withheld(status: u16, prefix: &str, outer: &str, extra: &[u8]) {
     let text = error_chain(&chain);
     assert!(!text.contains(SECRET), "the secret is logged: {text}");
     for marker in RAW {
-        assert!(!text.contains(marker), "a raw HTTP message is logged: {text}");
+        assert!(
+            !text.contains(marker),
+            "a raw HTTP message is logged: {text}"
+        );
     }
     // What each level said is kept when it holds no raw message.
     for said in [outer, prefix] {

@@ -3,9 +3,9 @@
 //! an invariant breaks.
 //!
 //! Two callers share them: the libFuzzer targets in `fuzz_targets/`
-//! (`cargo fuzz run -s none TARGET`), and the corpus replay test
+//! (`cargo fuzz run -s none TARGET`), and the seed replay test
 //! (`tests/tests/fuzz_corpus.rs`, part of `make test`), which runs every
-//! committed file under `fuzz/corpus/TARGET/` through the same check. The
+//! committed file under `fuzz/seeds/TARGET/` through the same check. The
 //! modules refer to each other only through `super::`, so the replay test
 //! can include this file as a module.
 
@@ -17,8 +17,11 @@ pub mod mysql_handshake;
 pub mod pg_startup;
 pub mod pgpass;
 
-/// Every target: its name (also its corpus directory) and its check.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A target's check: panics when an invariant breaks on these bytes.
+pub type Check = fn(&[u8]);
+
+/// Every target: its name (also its seed directory) and its check.
+pub const TARGETS: &[(&str, Check)] = &[
     ("admission", admission::check),
     ("annotations", annotations::check),
     ("credentials", credentials::check),

@@ -51,7 +51,10 @@ fn greeting(p: &[u8]) {
     assert_eq!(parse_greeting(&g.encode()).as_ref(), Ok(&g), "{g:?}");
     let scramble: [u8; 20] = std::array::from_fn(|i| 1 + i as u8);
     let mut c = g.for_client(scramble);
-    assert_eq!(c.capabilities & (cap::SSL | cap::COMPRESS | cap::ZSTD_COMPRESSION), 0);
+    assert_eq!(
+        c.capabilities & (cap::SSL | cap::COMPRESS | cap::ZSTD_COMPRESSION),
+        0
+    );
     assert_eq!(c.connection_id, g.connection_id);
     if c.capabilities & cap::SECURE_CONNECTION == 0 {
         // A pre-4.1 greeting carries only the first 8 bytes of a scramble.
@@ -70,14 +73,25 @@ fn client_hello(p: &[u8]) {
         Err(_) => return,
     };
     let again = parse_client_hello(&r.encode());
-    assert_eq!(again.as_ref(), Ok(&ClientHello::Response(r.clone())), "{r:?}");
-    assert_eq!(parse_client_hello(&r.ssl_request()), Ok(ClientHello::SslRequest));
+    assert_eq!(
+        again.as_ref(),
+        Ok(&ClientHello::Response(r.clone())),
+        "{r:?}"
+    );
+    assert_eq!(
+        parse_client_hello(&r.ssl_request()),
+        Ok(ClientHello::SslRequest)
+    );
     // As the proxy sends it upstream.
     let mut up = r.clone();
     up.capabilities = (r.capabilities | cap::SSL) & !(cap::COMPRESS | cap::ZSTD_COMPRESSION);
     up.user = b"app_user".to_vec();
     let again = parse_client_hello(&up.encode());
-    assert_eq!(again.as_ref(), Ok(&ClientHello::Response(up.clone())), "{up:?}");
+    assert_eq!(
+        again.as_ref(),
+        Ok(&ClientHello::Response(up.clone())),
+        "{up:?}"
+    );
 }
 
 fn auth_reply(p: &[u8]) {
@@ -95,7 +109,10 @@ fn auth_reply(p: &[u8]) {
         Ok(AuthReply::Switch { plugin, data }) => {
             assert_eq!(p[0], 0xfe);
             if p.len() == 1 {
-                assert_eq!((&plugin[..], &data[..]), (&b"mysql_old_password"[..], &[][..]));
+                assert_eq!(
+                    (&plugin[..], &data[..]),
+                    (&b"mysql_old_password"[..], &[][..])
+                );
             } else {
                 assert!(!plugin.contains(&0), "{plugin:?}");
                 assert_eq!(plugin.len() + 1 + data.len(), p.len() - 1);
@@ -112,5 +129,8 @@ fn written_err(data: &[u8]) {
     let message = String::from_utf8_lossy(data);
     let e = err_payload(1045, "28000", &message);
     let got = parse_err(&e).expect("an ERR packet the proxy writes reads back");
-    assert_eq!((got.code, &*got.sqlstate, &*got.message), (1045, "28000", &*message));
+    assert_eq!(
+        (got.code, &*got.sqlstate, &*got.message),
+        (1045, "28000", &*message)
+    );
 }

@@ -33,18 +33,31 @@ fn initial(buf: &[u8]) {
             return;
         }
         Ok(Parsed::Incomplete(n)) => {
-            assert!(n > buf.len() && n <= MAX_STARTUP_LEN, "Incomplete({n}) of {}", buf.len());
+            assert!(
+                n > buf.len() && n <= MAX_STARTUP_LEN,
+                "Incomplete({n}) of {}",
+                buf.len()
+            );
             return;
         }
         Ok(Parsed::Done(value, used)) => (value, used),
     };
-    assert!((8..=MAX_STARTUP_LEN).contains(&used) && used <= buf.len(), "{used}");
+    assert!(
+        (8..=MAX_STARTUP_LEN).contains(&used) && used <= buf.len(),
+        "{used}"
+    );
     let raw = &buf[..used];
     let encoded = match &value {
         Initial::Startup(s) => {
-            assert!(s.version == PROTOCOL_3_0 || s.version == PROTOCOL_3_2, "{s:?}");
+            assert!(
+                s.version == PROTOCOL_3_0 || s.version == PROTOCOL_3_2,
+                "{s:?}"
+            );
             for (i, (k, v)) in s.params.iter().enumerate() {
-                assert!(!k.is_empty() && !k.contains('\0') && !v.contains('\0'), "{s:?}");
+                assert!(
+                    !k.is_empty() && !k.contains('\0') && !v.contains('\0'),
+                    "{s:?}"
+                );
                 assert!(s.params[..i].iter().all(|(o, _)| o != k), "{k:?} twice");
             }
             s.encode()

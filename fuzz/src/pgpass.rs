@@ -56,8 +56,16 @@ pub fn check(data: &[u8]) {
     }
     let other_user = format!("{user}x");
     let other_host = format!("{host}x");
-    assert_eq!(libpq::password(&entry, &host, &port, "app", &other_user), None, "{entry:?}");
-    assert_eq!(libpq::password(&entry, &other_host, &port, "app", &user), None, "{entry:?}");
+    assert_eq!(
+        libpq::password(&entry, &host, &port, "app", &other_user),
+        None,
+        "{entry:?}"
+    );
+    assert_eq!(
+        libpq::password(&entry, &other_host, &port, "app", &user),
+        None,
+        "{entry:?}"
+    );
 }
 
 /// What libpq does with one pgpass line, byte for byte.

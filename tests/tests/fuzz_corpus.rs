@@ -1,7 +1,8 @@
-//! The smoke run of the coverage-guided fuzzing: every committed corpus file
-//! (`fuzz/corpus/TARGET/*`, minimized with `cargo fuzz cmin`) goes through
-//! the check its fuzz target runs (`fuzz/src/TARGET.rs`), without libFuzzer.
-//! The long runs (10 million executions a target) are in BENCHMARKS.md.
+//! The smoke run of the coverage-guided fuzzing: every committed seed file
+//! (`fuzz/seeds/TARGET/*`, picked from the long runs' corpora by
+//! `fuzz/run.sh`) goes through the check its fuzz target runs
+//! (`fuzz/src/TARGET.rs`), without libFuzzer. The long runs (10 million
+//! executions a target) are in BENCHMARKS.md.
 
 #[path = "../../fuzz/src/lib.rs"]
 mod checks;
@@ -13,22 +14,27 @@ fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
 }
 
-/// Runs `target`'s check on each file of its corpus; fails naming every
+/// The most seed files a target keeps: the seeds are a smoke test, the
+/// long runs grow their own corpus outside git.
+const MAX_SEEDS: usize = 64;
+
+/// Runs `target`'s check on each of its seed files; fails naming every
 /// file whose check panics.
 fn replay(target: &str) {
     let (_, check) = checks::TARGETS
         .iter()
         .find(|(name, _)| *name == target)
         .unwrap_or_else(|| panic!("no fuzz target {target}"));
-    let dir = fuzz_dir().join("corpus").join(target);
+    let dir = fuzz_dir().join("seeds").join(target);
+    let advice = format!("pick seeds with `fuzz/run.sh {target}` (docs/fuzzing.md)");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .unwrap_or_else(|e| panic!("{}: {e}; {advice}", dir.display()))
         .map(|e| e.expect("a directory entry").path())
         .collect();
     files.sort();
     assert!(
-        files.len() >= 10,
-        "{}: {} files; a corpus comes from `cargo fuzz run` and `cargo fuzz cmin` (see BENCHMARKS.md)",
+        (5..=MAX_SEEDS).contains(&files.len()),
+        "{}: {} files, want 5 to {MAX_SEEDS}; {advice}",
         dir.display(),
         files.len()
     );
@@ -41,11 +47,11 @@ fn replay(target: &str) {
     }
     assert!(
         failed.is_empty(),
-        "{} of {} {target} corpus files fail their check (reproduce with `cargo fuzz run -s none {target} FILE`): {failed:#?}",
+        "{} of {} {target} seed files fail their check (reproduce with `cargo fuzz run -s none {target} FILE`): {failed:#?}",
         failed.len(),
         files.len()
     );
-    println!("{target}: {} corpus files replayed", files.len());
+    println!("{target}: {} seed files replayed", files.len());
 }
 
 #[test]
@@ -83,8 +89,8 @@ fn pgpass() {
     replay("pgpass");
 }
 
-/// Every target has a libFuzzer entry point, a `[[bin]]` and a corpus, and
-/// every corpus belongs to a target.
+/// Every target has a libFuzzer entry point, a `[[bin]]` and seeds, and
+/// every seed directory belongs to a target.
 #[test]
 fn targets_are_wired() {
     let fuzz = fuzz_dir();
@@ -102,11 +108,11 @@ fn targets_are_wired() {
             "fuzz/Cargo.toml has no [[bin]] {name}"
         );
     }
-    let mut corpora: Vec<String> = std::fs::read_dir(fuzz.join("corpus"))
-        .expect("fuzz/corpus")
+    let mut seeds: Vec<String> = std::fs::read_dir(fuzz.join("seeds"))
+        .expect("fuzz/seeds")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
-    corpora.sort();
+    seeds.sort();
     names.sort();
-    assert_eq!(corpora, names, "one corpus per target");
+    assert_eq!(seeds, names, "one seed directory per target");
 }

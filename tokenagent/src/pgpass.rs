@@ -179,9 +179,9 @@ mod tests {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
         #[test]
         fn round_trip_through_libpq_rules(
-            host in "([^\n\r#][^\n\r]{0,39})?",
-            user in "[^\n\r]{0,40}",
-            token in "[^\n\r]{0,200}",
+            host in "[^\n\r\x00]{0,40}",
+            user in "[^\n\r\x00]{0,40}",
+            token in "[^\n\r\x00]{0,200}",
             port in 1u16..,
         ) {
             let l = line(&host, port, &user, &token).unwrap();
