@@ -7,7 +7,9 @@ the file list, then `STARTED i size` and `FT i features...` per file. Files
 are taken greedily, each time the one adding the most features not yet
 covered (the smaller on a tie), until MAX are taken or none adds anything.
 They are written to SEEDS_DIR named by the SHA-1 of their bytes, as
-libFuzzer names corpus files; what was there before is removed.
+libFuzzer names corpus files; what was there before is removed, except the
+inputs of fixed crashes (`crash-*`, as libFuzzer names them), which stay as
+regression seeds.
 """
 
 import hashlib
@@ -51,7 +53,8 @@ def main():
     chosen = pick(files, features, most)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.iterdir():
-        old.unlink()
+        if not old.name.startswith("crash-"):
+            old.unlink()
     for f in chosen:
         data = pathlib.Path(f).read_bytes()
         (out / hashlib.sha1(data).hexdigest()).write_bytes(data)
