@@ -1,8 +1,7 @@
 //! The proxy's sockets, its connection limit and its lifecycle.
 //!
-//! A Unix socket is created with mode 0600 before anyone can reach it (bound
-//! in a private directory, then renamed into place), so only the agent's UID,
-//! which is the app's, can connect. A loopback TCP port is optional.
+//! A Unix socket listens only once its mode is 0600, so only the agent's UID,
+//! which is the app's, can ever connect. A loopback TCP port is optional.
 //!
 //! Beyond `--max-connections`, a new client gets an ErrorResponse and the
 //! agent keeps serving the others. On shutdown the listeners close at once;
@@ -11,7 +10,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,21 +62,13 @@ impl Listener {
                     std::fs::create_dir_all(dir)?;
                     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
                 }
-                // Bind where nobody else can reach, fix the mode, then move
-                // the socket into place: it is never reachable with a wider mode.
-                let nonce: u64 = rand::random();
-                let private = dir.join(format!(".rds-iam-sock-{nonce:016x}"));
-                std::fs::DirBuilder::new().mode(0o700).create(&private)?;
-                let tmp = private.join("s");
-                let bound = (|| -> std::io::Result<UnixListener> {
-                    let listener = UnixListener::bind(&tmp)?;
-                    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-                    std::fs::rename(&tmp, path)?;
-                    Ok(listener)
-                })();
-                let _ = std::fs::remove_file(&tmp);
-                let _ = std::fs::remove_dir(&private);
-                Ok(Self::Unix(bound?, path.clone()))
+                // A stale socket of a previous agent.
+                match std::fs::remove_file(path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+                let std = bind_private(path)?;
+                Ok(Self::Unix(UnixListener::from_std(std)?, path.clone()))
             }
         }
     }
@@ -92,6 +83,34 @@ impl Listener {
             }
         }
     }
+}
+
+/// Pending connections a listener holds before they are accepted.
+const BACKLOG: i32 = 1024;
+
+/// A Unix socket at `path` with mode 0600 that listens only once the mode
+/// is set, so no other UID ever connects, not even in between. It is bound
+/// at `path` itself: the name a client sees as its peer's address is the
+/// path it connected to, and clients that reconnect to that address (pgx
+/// sends its CancelRequest there) find the socket.
+fn bind_private(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use rustix::net::{
+        bind, listen, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType,
+    };
+    let fd = socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    bind(&fd, &SocketAddrUnix::new(path)?)?;
+    let private = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| Ok(listen(&fd, BACKLOG)?));
+    if let Err(e) = private {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(fd.into())
 }
 
 impl Drop for Listener {
@@ -118,7 +137,7 @@ pub struct Limits {
 
 /// Refusals (at the connection limit) answered at the same time; beyond,
 /// the connection is closed without a word.
-const MAX_REFUSALS: usize = 64;
+pub const MAX_REFUSALS: usize = 64;
 /// How long a refused client may take to send its startup packet.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -261,4 +280,31 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
         s.shutdown().await
     })
     .await;
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_unix_socket_is_private_and_named_by_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db").join(".s.PGSQL.5432");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "stale").unwrap();
+        let l = Listener::bind(&Bind::Unix(path.clone())).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+        let client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        // The address a client sees is the path it connected to (pgx sends
+        // its CancelRequest there).
+        assert_eq!(
+            client.peer_addr().unwrap().as_pathname(),
+            Some(path.as_path())
+        );
+        assert!(matches!(l.accept().await, Ok(Conn::Unix(_))));
+        drop(l);
+        assert!(!path.exists(), "the socket goes with the listener");
+    }
 }

@@ -287,21 +287,28 @@ async fn login(
             },
             b'E' => {
                 let e = pg_wire::parse_error(&body);
+                let message = format!(
+                    "upstream {} refused the login: {} (SQLSTATE {})",
+                    up.label(),
+                    e.message,
+                    e.code
+                );
+                // Only class 28 is about the token; anything else (the
+                // server is full, starting up, shutting down) is the
+                // server's state, with its own code.
+                if !e.code.starts_with("28") {
+                    return Err(fail(
+                        Failure::Upstream,
+                        sqlstate::CANNOT_CONNECT,
+                        message,
+                        None,
+                    ));
+                }
                 up.metrics.auth_failed(&up.source.endpoint.name);
-                let code = if e.code.starts_with("28") {
-                    sqlstate::INVALID_PASSWORD
-                } else {
-                    sqlstate::CANNOT_CONNECT
-                };
                 return Err(fail(
                     Failure::Auth,
-                    code,
-                    format!(
-                        "upstream {} refused the login: {} (SQLSTATE {})",
-                        up.label(),
-                        e.message,
-                        e.code
-                    ),
+                    sqlstate::INVALID_PASSWORD,
+                    message,
                     Some(&format!(
                         "check that \"{}\" is granted rds_iam, that the pod's IAM role may rds-db:connect as this user, and that the token's host and region ({}) are the database's",
                         up.source.endpoint.user, up.source.endpoint.region
