@@ -51,6 +51,7 @@ pub struct ProxyAgentBuilder {
     nofile: Option<(u64, u64)>,
     no_token: bool,
     bin: Option<PathBuf>,
+    under: Vec<String>,
 }
 
 impl ProxyAgentBuilder {
@@ -79,6 +80,13 @@ impl ProxyAgentBuilder {
         self
     }
 
+    /// Run the agent as a child of `argv` (e.g. `/usr/bin/time -v`); its
+    /// output goes to the log too.
+    pub fn under(mut self, argv: &[&str]) -> Self {
+        self.under = argv.iter().map(|a| a.to_string()).collect();
+        self
+    }
+
     /// Do not wait for the token files, only for the sockets.
     pub fn no_token(mut self) -> Self {
         self.no_token = true;
@@ -101,14 +109,15 @@ impl ProxyAgentBuilder {
             Some(b) => b.clone(),
             None => agent_bin()?,
         };
-        let mut cmd = match self.nofile {
-            Some((soft, hard)) => {
-                let mut c = Command::new(require_cmd("prlimit")?);
-                c.arg(format!("--nofile={soft}:{hard}")).arg("--").arg(&bin);
-                c
-            }
-            None => Command::new(&bin),
-        };
+        let mut argv: Vec<OsString> = self.under.iter().map(OsString::from).collect();
+        if let Some((soft, hard)) = self.nofile {
+            argv.push(require_cmd("prlimit")?.into());
+            argv.push(format!("--nofile={soft}:{hard}").into());
+            argv.push("--".into());
+        }
+        argv.push(bin.clone().into());
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
         let log_path = home.path().join("agent.log");
         let log = fs::File::create(&log_path)?;
         cmd.env_clear()
@@ -257,8 +266,24 @@ impl ProxyAgent {
         ]
     }
 
+    /// The agent's process id: the child's, or under a wrapper that forks
+    /// (see [`ProxyAgentBuilder::under`]) the wrapper's child's.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        let pid = self.child.id();
+        let children =
+            fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let is_agent = |p: &str| {
+            fs::read_link(format!("/proc/{p}/exe"))
+                .is_ok_and(|e| e.file_name().is_some_and(|n| n == "rds-iam-tokenagent"))
+        };
+        if is_agent(&pid.to_string()) {
+            return pid;
+        }
+        children
+            .split_whitespace()
+            .find(|c| is_agent(c))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(pid)
     }
 
     /// Everything the agent logged so far.
@@ -303,14 +328,15 @@ impl ProxyAgent {
         ))
     }
 
-    /// The agent's resident set size (VmRSS) in KiB.
-    pub fn rss_kib(&self) -> Result<u64> {
+    /// A `/proc/PID/status` figure of the agent in KiB: `VmRSS` (resident
+    /// now) or `VmHWM` (the peak, what `time -v` reports).
+    pub fn status_kib(&self, field: &str) -> Result<u64> {
         let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .context("no VmRSS in /proc/PID/status")
+            .with_context(|| format!("no {field} in /proc/PID/status"))
     }
 
     /// Sends SIGTERM.
