@@ -7,14 +7,18 @@
 //!   which the webhook writes and the agent reads.
 //! - [`agent_args`] names the agent's flags and env, and builds the env the
 //!   webhook gives the agent container.
+//! - [`files`] replaces files atomically (the agent's files, `certs`' output).
 //! - [`pct`] percent-encodes URL parts.
+//! - [`process`] sets up logging and signals the same way in both binaries.
 
 use std::time::Duration;
 
 pub mod agent_args;
 pub mod endpoint;
 pub mod field;
+pub mod files;
 pub mod pct;
+pub mod process;
 pub mod region;
 
 pub use endpoint::{Access, DbName, Endpoint, Engine, Mode, SslMode};
@@ -32,14 +36,14 @@ pub const TOKEN_FILE: &str = "token";
 pub const PGPASS_FILE: &str = "pgpass";
 /// The libpq connection service file's name inside the directory.
 pub const PG_SERVICE_FILE: &str = "pg_service.conf";
+/// The MySQL/MariaDB option file's name inside the directory.
+pub const MYSQL_CNF_FILE: &str = "my.cnf";
 /// The agent's binary name (its image's entrypoint, and on `PATH`).
 pub const AGENT_BINARY: &str = "rds-iam-tokenagent";
 /// The default PostgreSQL port.
 pub const DEFAULT_PORT: u16 = 5432;
 /// The default MySQL and MariaDB port.
 pub const DEFAULT_MYSQL_PORT: u16 = 3306;
-/// The default refresh interval of the agent.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(600);
 /// The shortest refresh interval accepted.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(60);
 /// The longest refresh interval accepted: tokens live 15 minutes, so a
