@@ -339,6 +339,28 @@ impl ProxyAgent {
             .with_context(|| format!("no {field} in /proc/PID/status"))
     }
 
+    /// The CPU time (user + system, all threads) the agent used so far, from
+    /// `/proc/PID/stat` in clock ticks (`getconf CLK_TCK`).
+    pub fn cpu_time(&self) -> Result<Duration> {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        // The fields after the command name, which is in parentheses:
+        // state is field 3, utime 14 and stime 15.
+        let rest = stat.rsplit_once(')').context("no ')' in /proc/PID/stat")?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| -> Result<u64> {
+            fields
+                .get(i - 3)
+                .and_then(|f| f.parse().ok())
+                .with_context(|| format!("no field {i} in /proc/PID/stat"))
+        };
+        let out = Command::new("getconf").arg("CLK_TCK").output()?;
+        let hz: u64 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .context("getconf CLK_TCK")?;
+        Ok(Duration::from_millis((ticks(14)? + ticks(15)?) * 1000 / hz))
+    }
+
     /// Sends SIGTERM.
     pub fn sigterm(&self) -> Result<()> {
         let ok = Command::new("kill")

@@ -12,4 +12,4 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release --locked -p rds-iam-tokenagent
 export RDS_IAM_AGENT_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/rds-iam-tokenagent"
-cargo test --locked -p rds-iam-e2e --test proxy_pg_bench -- --ignored --nocapture --test-threads 1 "$@"
+cargo test --workspace --locked --test proxy_pg_bench -- --ignored --nocapture --test-threads 1 "$@"
