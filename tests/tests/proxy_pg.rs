@@ -134,7 +134,12 @@ fn every_client_logs_in_through_the_proxy_with_only_the_injected_env() -> Result
         assert_eq!(who, USER, "{kind:?}");
         ran.push(format!("{kind:?}"));
     }
-    // asyncpg takes a URL (the contract's proxy URL) and a password from a
+    // asyncpg from the env alone: it reads PGPASSFILE, finds no line for the
+    // socket and sends no password, which the proxy never asks for.
+    let who = run_client(Client::Asyncpg, &env).context("asyncpg from the env")?;
+    assert_eq!(who, USER, "asyncpg from the env");
+    ran.push("Asyncpg".into());
+    // And from a URL (a named database's proxy URL) with a password from a
     // token file: an empty one, since the proxy asks for none.
     let empty = agent.home().join("empty-token");
     std::fs::write(&empty, "")?;
