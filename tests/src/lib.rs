@@ -12,5 +12,6 @@ pub mod pgwire;
 pub mod probes;
 pub mod proxyagent;
 pub mod rdslab;
+pub mod rt;
 pub mod runc;
 pub mod stubs;

@@ -42,6 +42,12 @@ pub fn proxy_spec(
     format!("{name}=postgres://{user}@{host}:{port}/{database}?region=us-east-1&mode=proxy{extra}")
 }
 
+/// [`proxy_spec`] for the default database of a server on `localhost:port`,
+/// whose user and database are both `user`.
+pub fn local_proxy_spec(port: u16, user: &str) -> String {
+    proxy_spec(DEFAULT_DB, user, "localhost", port, user, "")
+}
+
 /// How to start a [`ProxyAgent`].
 #[derive(Debug, Clone, Default)]
 pub struct ProxyAgentBuilder {
@@ -489,15 +495,6 @@ pub fn token_fingerprint(token: &str) -> Result<String> {
 /// Raises this process's soft open-file limit to its hard limit (a test
 /// that holds a thousand connections needs it) and returns it.
 pub fn raise_own_fd_limit() -> Result<u64> {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let lim = getrlimit(Resource::Nofile);
-    setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: lim.maximum,
-            maximum: lim.maximum,
-        },
-    )
-    .context("raising the open-file limit")?;
-    Ok(lim.maximum.unwrap_or(u64::MAX))
+    rds_iam_common::process::raise_fd_limit().context("raising the open-file limit")?;
+    Ok(rds_iam_common::process::fd_limit())
 }

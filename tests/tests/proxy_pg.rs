@@ -32,6 +32,7 @@ use rds_iam_e2e::pgrds::{free_port, run_client, run_client_to, Client, PgRds, Ta
 use rds_iam_e2e::pgwire::{self, Addr, Conn, PgError, GSSENC_REQUEST, SSL_REQUEST, V3_0, V3_2};
 use rds_iam_e2e::probes::{run_cancel, Canceller};
 use rds_iam_e2e::proxyagent::{proxy_spec, psql, run, token_fingerprint, ProxyAgent, DEFAULT_DB};
+use rds_iam_e2e::rt::rt;
 use rds_iam_e2e::stubs::IssuedCreds;
 
 const USER: &str = "app_user";
@@ -63,6 +64,16 @@ fn lab_agent(c: &IssuedCreds) -> ProxyAgent {
         .creds(c)
         .start()
         .expect("start the agent")
+}
+
+/// An agent for the lab that also listens on a free loopback TCP port.
+fn lab_agent_with_tcp_port(c: &IssuedCreds) -> Result<(ProxyAgent, u16)> {
+    let port = free_port()?;
+    let agent = ProxyAgent::builder()
+        .db(lab_spec(&format!("&proxy-port={port}")))
+        .creds(c)
+        .start()?;
+    Ok((agent, port))
 }
 
 fn set(env: &mut Vec<(String, String)>, key: &str, value: &str) {
@@ -115,11 +126,7 @@ fn login_refused(addr: &Addr, user: &str, db: &str) -> PgError {
 #[test]
 fn every_client_logs_in_through_the_proxy_with_only_the_injected_env() -> Result<()> {
     let c = fresh_creds();
-    let tcp_port = free_port()?;
-    let agent = ProxyAgent::builder()
-        .db(lab_spec(&format!("&proxy-port={tcp_port}")))
-        .creds(&c)
-        .start()?;
+    let (agent, tcp_port) = lab_agent_with_tcp_port(&c)?;
     let env = agent.env(DEFAULT_DB, USER, USER);
     assert!(
         env.iter().all(|(k, _)| k != "PGPASSWORD"),
@@ -278,11 +285,7 @@ fn session_state_and_startup_parameters_pass_through() -> Result<()> {
 #[test]
 fn encryption_requests_are_refused_and_protocol_3_2_passes_through() -> Result<()> {
     let c = fresh_creds();
-    let tcp_port = free_port()?;
-    let agent = ProxyAgent::builder()
-        .db(lab_spec(&format!("&proxy-port={tcp_port}")))
-        .creds(&c)
-        .start()?;
+    let (agent, tcp_port) = lab_agent_with_tcp_port(&c)?;
     for addr in [agent.socket(DEFAULT_DB), Addr::Tcp(tcp_port)] {
         let mut conn = Conn::open(&addr)?;
         assert_eq!(pgwire::encryption_request(&mut conn, GSSENC_REQUEST)?, b'N');
@@ -577,11 +580,15 @@ fn verify_full_and_verify_ca_check_the_server_certificate() -> Result<()> {
     Ok(())
 }
 
+/// The ALPN protocol each connection to a direct-TLS front negotiated, in
+/// order (`None`: its handshake failed).
+type Negotiated = Arc<Mutex<Vec<Option<Vec<u8>>>>>;
+
 /// A direct-TLS front like PostgreSQL 17's: TLS from the first byte, and a
 /// connection without ALPN `postgresql` is closed; after the handshake the
 /// bytes go to `backend` (a PostgreSQL without TLS). Records what each
 /// connection negotiated.
-fn direct_tls_front(backend: u16) -> Result<(u16, Arc<Mutex<Vec<Option<Vec<u8>>>>>)> {
+fn direct_tls_front(backend: u16) -> Result<(u16, Negotiated)> {
     use rcgen::generate_simple_self_signed;
     let cert = generate_simple_self_signed(vec!["localhost".to_owned()])?;
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
@@ -624,17 +631,6 @@ fn direct_tls_front(backend: u16) -> Result<(u16, Arc<Mutex<Vec<Option<Vec<u8>>>
         }
     });
     Ok((port, seen))
-}
-
-fn rt() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
 }
 
 #[test]

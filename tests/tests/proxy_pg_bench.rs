@@ -30,7 +30,7 @@ use rds_iam_e2e::localdb::{TcpAuth, TrustPg};
 use rds_iam_e2e::pgrds::{repo_root, PgRds};
 use rds_iam_e2e::pgwire;
 use rds_iam_e2e::proxyagent::{
-    proxy_spec, raise_own_fd_limit, run, ProxyAgent, ProxyAgentBuilder, DEFAULT_DB,
+    local_proxy_spec, raise_own_fd_limit, run, ProxyAgent, ProxyAgentBuilder, DEFAULT_DB,
 };
 use rds_iam_e2e::stubs::IssuedCreds;
 
@@ -153,14 +153,7 @@ fn select_only_throughput_through_the_socket_and_direct_tls() -> Result<()> {
     let c = IssuedCreds::random(600);
     pg.add_key(&c.akid, &c.secret, Some(&c.session_token))?;
     let agent = release_agent()?
-        .db(proxy_spec(
-            DEFAULT_DB,
-            USER,
-            "localhost",
-            pg.port(),
-            USER,
-            "",
-        ))
+        .db(local_proxy_spec(pg.port(), USER))
         .creds(&c)
         .start()?;
     let proxy = agent.env(DEFAULT_DB, USER, USER);
@@ -191,14 +184,7 @@ fn select_only_throughput_through_the_socket_and_direct_tls() -> Result<()> {
 fn connect_latency_through_the_socket_and_direct_tls() -> Result<()> {
     let pg = TrustPg::start_with(&[USER], TcpAuth::TlsTrust, 100)?;
     let agent = release_agent()?
-        .db(proxy_spec(
-            DEFAULT_DB,
-            USER,
-            "localhost",
-            pg.port(),
-            USER,
-            "",
-        ))
+        .db(local_proxy_spec(pg.port(), USER))
         .creds(&IssuedCreds::random(0))
         .start()?;
     let proxy = agent.env(DEFAULT_DB, USER, USER);
@@ -244,14 +230,7 @@ fn memory_idle_and_with_1000_idle_sessions() -> Result<()> {
     raise_own_fd_limit()?;
     let pg = TrustPg::start_with(&[USER], TcpAuth::TlsTrust, 1100)?;
     let mut agent = release_agent()?
-        .db(proxy_spec(
-            DEFAULT_DB,
-            USER,
-            "localhost",
-            pg.port(),
-            USER,
-            "",
-        ))
+        .db(local_proxy_spec(pg.port(), USER))
         .creds(&IssuedCreds::random(0))
         .under(&["/usr/bin/time", "-v"])
         .start()?;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use rds_iam_e2e::pgrds::{run_client, Client, PgRds};
 use rds_iam_e2e::pgwire;
-use rds_iam_e2e::proxyagent::{proxy_spec, token_fingerprint, ProxyAgent, DEFAULT_DB};
+use rds_iam_e2e::proxyagent::{local_proxy_spec, token_fingerprint, ProxyAgent, DEFAULT_DB};
 use rds_iam_e2e::stubs::IssuedCreds;
 
 const USER: &str = "app_user";
@@ -36,14 +36,7 @@ fn a_session_outlives_three_refreshes_and_each_new_client_uses_the_new_token() -
     let c = IssuedCreds::random(600);
     pg.add_key(&c.akid, &c.secret, Some(&c.session_token))?;
     let agent = ProxyAgent::builder()
-        .db(proxy_spec(
-            DEFAULT_DB,
-            USER,
-            "localhost",
-            pg.port(),
-            USER,
-            "",
-        ))
+        .db(local_proxy_spec(pg.port(), USER))
         .creds(&c)
         .arg("--interval", "1m")
         .start()?;

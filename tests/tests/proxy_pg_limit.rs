@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use rds_iam_e2e::localdb::{TcpAuth, TrustPg};
 use rds_iam_e2e::pgwire;
-use rds_iam_e2e::proxyagent::{proxy_spec, psql, raise_own_fd_limit, ProxyAgent, DEFAULT_DB};
+use rds_iam_e2e::proxyagent::{local_proxy_spec, psql, raise_own_fd_limit, ProxyAgent, DEFAULT_DB};
 use rds_iam_e2e::stubs::IssuedCreds;
 
 const USER: &str = "app_user";
@@ -32,14 +32,7 @@ fn the_1001st_client_gets_too_many_connections_and_the_agent_goes_on() -> Result
     );
     let pg = TrustPg::start_with(&[USER], TcpAuth::TlsTrust, 1100)?;
     let agent = ProxyAgent::builder()
-        .db(proxy_spec(
-            DEFAULT_DB,
-            USER,
-            "localhost",
-            pg.port(),
-            USER,
-            "",
-        ))
+        .db(local_proxy_spec(pg.port(), USER))
         .creds(&IssuedCreds::random(0))
         .nofile(1024, 4096)
         .start()?;

@@ -25,24 +25,10 @@ pub fn sessions_that_fit(wanted: usize, nofile: u64) -> usize {
 /// force afterwards (`u64::MAX` when unlimited). A refusal by the kernel
 /// leaves the soft limit, which is returned.
 pub fn raise() -> u64 {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let lim = getrlimit(Resource::Nofile);
-    // `None` means unlimited.
-    let below = match (lim.current, lim.maximum) {
-        (Some(cur), Some(max)) => cur < max,
-        (Some(_), None) => true,
-        (None, _) => false,
-    };
-    if below {
-        let raised = Rlimit {
-            current: lim.maximum,
-            maximum: lim.maximum,
-        };
-        if let Err(e) = setrlimit(Resource::Nofile, raised) {
-            tracing::warn!(error = %e, "cannot raise the open-file limit to the hard limit");
-        }
+    if let Err(e) = rds_iam_common::process::raise_fd_limit() {
+        tracing::warn!(error = %e, "cannot raise the open-file limit to the hard limit");
     }
-    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+    rds_iam_common::process::fd_limit()
 }
 
 #[cfg(test)]
