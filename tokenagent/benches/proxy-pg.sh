@@ -4,7 +4,7 @@
 # connect latency pgbench -C adds, and the agent's memory idle and with 1,000
 # idle proxied sessions. Builds the release agent, then runs the ignored
 # benchmarks of tests/tests/proxy_pg_bench.rs against it, one at a time (they
-# print their figures and check the targets). About 10 minutes with the
+# print their figures and check the targets). About 8 minutes with the
 # defaults; run on an otherwise idle machine, after testenv/setup.sh.
 #
 #   RDS_IAM_BENCH_PAIRS=5 RDS_IAM_BENCH_SECONDS=20 bash tokenagent/benches/proxy-pg.sh [FILTER]
