@@ -414,11 +414,7 @@ fn pod_with_a_postgres_and_a_mysql_database_logs_in_to_both() -> Result<()> {
         }
     })?;
     let response = chain.review(&admission_review(&pod))?;
-    assert_eq!(
-        response["response"]["allowed"],
-        json!(true),
-        "{response:#}"
-    );
+    assert_eq!(response["response"]["allowed"], json!(true), "{response:#}");
     let (_, typed) = apply_response(&pod, &response)?;
     let kubelet = Kubelet {
         runc: Some(Arc::new(Image::unpack(&agent_image_archive())?)),
