@@ -565,6 +565,12 @@ fn verify_full_and_verify_ca_check_the_server_certificate() -> Result<()> {
         e.message.contains("TLS handshake failed") && e.message.contains("not valid for name"),
         "{e}"
     );
+    assert!(
+        e.hint
+            .as_deref()
+            .is_some_and(|h| h.contains("or is not for the host name")),
+        "{e:?}"
+    );
     // Another CA: the lab's self-signed certificate.
     let other = ProxyAgent::builder()
         .db(spec("ca", "localhost", "verify-ca"))
@@ -575,6 +581,12 @@ fn verify_full_and_verify_ca_check_the_server_certificate() -> Result<()> {
     assert!(
         e.message.contains("TLS handshake failed") && e.message.contains("UnknownIssuer"),
         "{e}"
+    );
+    assert!(
+        e.hint.as_deref().is_some_and(|h| h.starts_with(
+            "the server's certificate is not signed by the CA bundle of rds-iam/ca-configmap"
+        )),
+        "{e:?}"
     );
     assert_eq!(other.failures("ca", "upstream_tls")?, 1);
     Ok(())

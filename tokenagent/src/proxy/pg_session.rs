@@ -420,7 +420,7 @@ async fn connect_tls(
             Some(UNREACHABLE_HINT),
         ))
     })?;
-    let tls_refused = |detail: String| {
+    let tls_failed = |detail: String, hint: &'static str| {
         Some(Refusal::new(
             Failure::Tls,
             sqlstate::CONNECTION_FAILURE,
@@ -428,8 +428,14 @@ async fn connect_tls(
                 "upstream {} ({addr}): {detail}; the token is never sent without TLS",
                 up.label()
             ),
-            Some("IAM authentication needs TLS: enable SSL on the server"),
+            Some(hint),
         ))
+    };
+    let tls_refused = |detail: String| {
+        tls_failed(
+            detail,
+            "IAM authentication needs TLS: enable SSL on the server",
+        )
     };
     if !up.direct_tls {
         tcp.write_all(&pg_wire::ssl_request())
@@ -449,7 +455,7 @@ async fn connect_tls(
     let tls = tokio_rustls::TlsConnector::from(up.tls.clone())
         .connect(up.server_name.clone(), tcp)
         .await
-        .map_err(|err| tls_refused(format!("TLS handshake failed: {err}")))?;
+        .map_err(|err| tls_failed(format!("TLS handshake failed: {err}"), up.handshake_hint()))?;
     Ok((tls, addr))
 }
 
