@@ -32,6 +32,8 @@ pub const TOKEN_FILE: &str = "token";
 pub const PGPASS_FILE: &str = "pgpass";
 /// The libpq connection service file's name inside the directory.
 pub const PG_SERVICE_FILE: &str = "pg_service.conf";
+/// The MySQL/MariaDB option file's name inside the directory.
+pub const MYSQL_CNF_FILE: &str = "my.cnf";
 /// The agent's binary name (its image's entrypoint, and on `PATH`).
 pub const AGENT_BINARY: &str = "rds-iam-tokenagent";
 /// The default PostgreSQL port.

@@ -489,18 +489,23 @@ pub fn parse_err(p: &[u8]) -> Result<ErrPacket, MyWireError> {
     })
 }
 
-/// Error codes the proxy answers with.
+/// Error codes the proxy answers with: server errors only. A client takes
+/// a code of its own range (2000-2999, `CR_*`) from a server as a broken
+/// packet: MariaDB Connector/C reports `2027 Received malformed packet`
+/// instead of the message.
 pub mod code {
     /// ER_ACCESS_DENIED_ERROR, SQLSTATE 28000.
     pub const ACCESS_DENIED: u16 = 1045;
     /// ER_CON_COUNT_ERROR, SQLSTATE 08004.
     pub const TOO_MANY_CONNECTIONS: u16 = 1040;
-    /// ER_HANDSHAKE_ERROR, SQLSTATE 08S01.
+    /// ER_HANDSHAKE_ERROR, SQLSTATE 08S01: the client's handshake, and TLS
+    /// to the database (not offered, or its handshake failed).
     pub const HANDSHAKE: u16 = 1043;
-    /// CR_CONN_HOST_ERROR as a server would say it: cannot reach the database.
-    pub const CANNOT_CONNECT: u16 = 2003;
-    /// CR_SSL_CONNECTION_ERROR.
-    pub const TLS: u16 = 2026;
+    /// ER_UNKNOWN_ERROR, SQLSTATE 08S01: the database cannot be reached, or
+    /// the agent has no token for it yet.
+    pub const UNAVAILABLE: u16 = 1105;
+    /// Every code above.
+    pub const ALL: [u16; 4] = [ACCESS_DENIED, TOO_MANY_CONNECTIONS, HANDSHAKE, UNAVAILABLE];
 }
 
 /// An ERR packet's payload (4.1 format, with a SQLSTATE).
@@ -690,6 +695,13 @@ mod tests {
             parse_packet(&[0xff, 0xff, 0xff, 0], 1000),
             Err(MyWireError::TooLong { .. })
         ));
+    }
+
+    #[test]
+    fn error_codes_are_server_errors() {
+        for c in code::ALL {
+            assert!((1000..2000).contains(&c), "{c} is not a server error code");
+        }
     }
 
     #[test]
