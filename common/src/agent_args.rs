@@ -54,18 +54,42 @@ pub const CA_FILE: Flag = flag("ca-file", "RDS_IAM_CA_FILE");
 /// `probe` only.
 pub const MIN_LIFE: Flag = flag("min-life", "");
 
-/// The env the webhook gives the agent container for `databases`.
-pub fn agent_env(
-    databases: &[Endpoint],
-    dir: &str,
-    interval: Option<Duration>,
-) -> Vec<(&'static str, String)> {
-    let specs: Vec<String> = databases.iter().map(Endpoint::to_spec).collect();
-    let mut env = vec![(DATABASES.env, specs.join("\n")), (DIR.env, dir.to_owned())];
-    if let Some(i) = interval {
-        env.push((INTERVAL.env, format!("{}s", i.as_secs())));
+/// What the webhook tells the agent container.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentEnv<'a> {
+    pub databases: &'a [Endpoint],
+    pub dir: &'a str,
+    pub interval: Option<Duration>,
+    /// The RDS CA bundle, as mounted in the agent.
+    pub ca_file: Option<&'a str>,
+    /// Proxy mode: how long open sessions may go on after SIGTERM.
+    pub max_sigterm_delay: Option<Duration>,
+}
+
+impl AgentEnv<'_> {
+    /// The env variables, in a stable order; settings left at the agent's
+    /// default are left out.
+    pub fn render(&self) -> Vec<(&'static str, String)> {
+        let Self {
+            databases,
+            dir,
+            interval,
+            ca_file,
+            max_sigterm_delay,
+        } = *self;
+        let specs: Vec<String> = databases.iter().map(Endpoint::to_spec).collect();
+        let mut env = vec![(DATABASES.env, specs.join("\n")), (DIR.env, dir.to_owned())];
+        if let Some(i) = interval {
+            env.push((INTERVAL.env, format!("{}s", i.as_secs())));
+        }
+        if let Some(f) = ca_file {
+            env.push((CA_FILE.env, f.to_owned()));
+        }
+        if let Some(d) = max_sigterm_delay {
+            env.push((MAX_SIGTERM_DELAY.env, format!("{}s", d.as_secs())));
+        }
+        env
     }
-    env
 }
 
 /// Splits `--db` values into specs: a value may hold several, separated by
@@ -92,11 +116,14 @@ mod tests {
             sslmode: SslMode::Require,
             access: Default::default(),
         };
-        let env = agent_env(
-            &[db("default", "a.example"), db("orders", "b.example")],
-            "/var/run/rds-iam",
-            Some(Duration::from_secs(330)),
-        );
+        let env = AgentEnv {
+            databases: &[db("default", "a.example"), db("orders", "b.example")],
+            dir: "/var/run/rds-iam",
+            interval: Some(Duration::from_secs(330)),
+            ca_file: Some("/etc/rds-iam/ca/ca.crt"),
+            max_sigterm_delay: Some(Duration::ZERO),
+        }
+        .render();
         assert_eq!(
             env,
             vec![
@@ -108,6 +135,8 @@ mod tests {
                 ),
                 ("RDS_IAM_DIR", "/var/run/rds-iam".to_owned()),
                 ("RDS_IAM_REFRESH_INTERVAL", "330s".to_owned()),
+                ("RDS_IAM_CA_FILE", "/etc/rds-iam/ca/ca.crt".to_owned()),
+                ("RDS_IAM_MAX_SIGTERM_DELAY", "0s".to_owned()),
             ]
         );
         let values = vec![env[0].1.clone(), "c=x d=y".to_owned()];

@@ -7,14 +7,18 @@
 //!   which the webhook writes and the agent reads.
 //! - [`agent_args`] names the agent's flags and env, and builds the env the
 //!   webhook gives the agent container.
+//! - [`files`] replaces files atomically (the agent's files, `certs`' output).
 //! - [`pct`] percent-encodes URL parts.
+//! - [`process`] sets up logging and signals the same way in both binaries.
 
 use std::time::Duration;
 
 pub mod agent_args;
 pub mod endpoint;
 pub mod field;
+pub mod files;
 pub mod pct;
+pub mod process;
 pub mod region;
 
 pub use endpoint::{Access, DbName, Endpoint, Engine, Mode, SslMode};
@@ -40,8 +44,6 @@ pub const AGENT_BINARY: &str = "rds-iam-tokenagent";
 pub const DEFAULT_PORT: u16 = 5432;
 /// The default MySQL and MariaDB port.
 pub const DEFAULT_MYSQL_PORT: u16 = 3306;
-/// The default refresh interval of the agent.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(600);
 /// The shortest refresh interval accepted.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(60);
 /// The longest refresh interval accepted: tokens live 15 minutes, so a

@@ -27,6 +27,9 @@ pub const SERVICE_DNS: &str = "rds-iam-webhook.rds-iam-system.svc";
 /// The example's DB user and database.
 pub const USER: &str = "app_user";
 pub const DATABASE: &str = "appdb";
+/// The example's named database, and the host name it is reached by here.
+pub const REPORTS: &str = "reports";
+pub const REPORTS_HOST: &str = "127.0.0.1";
 /// The IRSA role of the example's ServiceAccount.
 const IRSA_TOKEN_PATH: &str = "/var/run/secrets/eks.amazonaws.com/serviceaccount/token";
 
@@ -73,10 +76,13 @@ impl Chain {
             .prefix("rds-iam-e2e-")
             .tempdir_in("/tmp")?;
         say("starting an RDS-like PostgreSQL: hostssl only, PAM verifies SigV4 rds-db:connect tokens, user granted rds_iam");
-        let pg = PgRds::start(&[USER])?;
+        // The example's second database, "reports", is reached as another endpoint of
+        // the same server (127.0.0.1 instead of localhost): its logins need tokens
+        // signed for that host name.
+        let pg = PgRds::start_with(&[USER], &[(REPORTS, REPORTS_HOST)])?;
         pg.sql(&format!("CREATE DATABASE {DATABASE} OWNER {USER};"))?;
         say(&format!(
-            "  PostgreSQL on 127.0.0.1:{} (database {DATABASE}, user {USER})",
+            "  PostgreSQL on 127.0.0.1:{} (database {DATABASE} as localhost, database {REPORTS} as {REPORTS_HOST}, user {USER})",
             pg.port()
         ));
 
@@ -329,6 +335,16 @@ pub fn example_pod(adjust: impl FnOnce(&mut Value)) -> Result<Value> {
     pod["spec"]["volumes"] = Value::Array(vols);
     adjust(&mut pod);
     Ok(pod)
+}
+
+/// Points the example's databases at the lab: the default one at
+/// `localhost:port`, "reports" at `127.0.0.1:port` (the example names RDS hosts).
+pub fn point_at_lab(pod: &mut Value, port: u16) {
+    let a = &mut pod["metadata"]["annotations"];
+    a["rds-iam/host"] = json!("localhost");
+    a["rds-iam/port"] = json!(port.to_string());
+    a[format!("rds-iam/{REPORTS}.host")] = json!(REPORTS_HOST);
+    a[format!("rds-iam/{REPORTS}.port")] = json!(port.to_string());
 }
 
 fn which(p: &Path) -> bool {

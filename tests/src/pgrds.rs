@@ -249,7 +249,10 @@ pub enum Client {
     Node,
     /// pgJDBC (Debian jar) in java source-launch mode: testenv/clients/ConnectJdbc.java.
     Jdbc,
-    /// asyncpg from `.venv` (URL targets only): testenv/clients/connect_asyncpg.py.
+    /// asyncpg from `.venv`: testenv/clients/connect_asyncpg.py. With a URL
+    /// target it takes the password from a token file; from the environment
+    /// it reads PGPASSFILE its own way, which breaks on a spec-correct pgpass
+    /// (asyncpg#1249) and works through the agent's proxy (no password).
     Asyncpg,
     /// pgx v4 (Go): target/clients/bin/connect_pgx, built from testenv/clients/go.
     Pgx,
@@ -375,15 +378,18 @@ impl Client {
                 c
             }
             Client::Asyncpg => {
-                let Target::Url { url_env, token_env } = target else {
-                    return Err(unsupported());
-                };
                 let mut c = Command::new(venv_python()?);
                 c.arg(require_file(
                     &clients.join("connect_asyncpg.py"),
                     "connect_asyncpg.py",
                 )?);
-                c.args([url_env, token_env]);
+                match target {
+                    Target::Env => {}
+                    Target::Url { url_env, token_env } => {
+                        c.args([url_env, token_env]);
+                    }
+                    Target::Service(_) => return Err(unsupported()),
+                }
                 c
             }
             Client::Pgx => {

@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use rds_iam_e2e::flow::{admission_review, apply_response, example_pod, Chain, USER};
+use rds_iam_e2e::flow::{
+    admission_review, apply_response, example_pod, point_at_lab, Chain, REPORTS, USER,
+};
 use rds_iam_e2e::kubelet::{Kubelet, PodRun};
-use rds_iam_e2e::pgrds::Client;
+use rds_iam_e2e::pgrds::{Client, Target};
 use rds_iam_e2e::runc::{agent_image_archive, Image};
 use serde_json::json;
 
@@ -24,10 +26,8 @@ fn example_pod_logs_in_across_refresh_cycles() -> Result<()> {
     let chain = Chain::start(&say)?;
     let port = chain.pg.port();
     let pod = example_pod(|p| {
-        let a = &mut p["metadata"]["annotations"];
-        a["rds-iam/host"] = json!("localhost");
-        a["rds-iam/port"] = json!(port.to_string());
-        a["rds-iam/refresh-interval"] = json!("1m");
+        point_at_lab(p, port);
+        p["metadata"]["annotations"]["rds-iam/refresh-interval"] = json!("1m");
     })?;
     let response = chain.review(&admission_review(&pod))?;
     let (patched, typed) = apply_response(&pod, &response)?;
@@ -111,8 +111,27 @@ fn example_pod_logs_in_across_refresh_cycles() -> Result<()> {
             USER,
             "cycle {cycle}"
         );
+        // The named database, through pg_service.conf and its own pgpass line.
+        let out = run.exec(
+            "app",
+            &[
+                "psql",
+                "-X",
+                "-A",
+                "-t",
+                &format!("service={REPORTS}"),
+                "-c",
+                "select current_database()",
+            ],
+        )?;
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            REPORTS,
+            "cycle {cycle}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         say(&format!(
-            "refresh cycle {cycle}: psql logged in with the new token"
+            "refresh cycle {cycle}: psql logged in to both databases with the new tokens"
         ));
     }
     // The same injected env and files work for the other clients.
@@ -120,6 +139,41 @@ fn example_pod_logs_in_across_refresh_cycles() -> Result<()> {
         "NODE_EXTRA_CA_CERTS".to_owned(),
         chain.pg.ca_cert().display().to_string(),
     )];
+    let url_env = format!("RDS_IAM_{}_URL", REPORTS.to_uppercase());
+    let token_env = format!("RDS_IAM_{}_TOKEN_FILE", REPORTS.to_uppercase());
+    let named = [
+        (Client::Psycopg, Target::Service(REPORTS)),
+        (Client::Jdbc, Target::Service(REPORTS)),
+        (
+            Client::Node,
+            Target::Url {
+                url_env: &url_env,
+                token_env: &token_env,
+            },
+        ),
+        (
+            Client::Asyncpg,
+            Target::Url {
+                url_env: &url_env,
+                token_env: &token_env,
+            },
+        ),
+    ];
+    for (kind, target) in named {
+        let argv = kind.argv_to(target)?;
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = run.exec_as_root("app", &argv, &extra)?;
+        assert!(
+            out.status.success(),
+            "{kind:?} to {REPORTS}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            USER,
+            "{kind:?} to {REPORTS}"
+        );
+    }
     for kind in [Client::Psycopg, Client::Node, Client::Jdbc] {
         let argv = kind.argv()?;
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
@@ -215,8 +269,7 @@ fn second_app_container_with_another_uid_is_denied() -> Result<()> {
     let chain = Chain::start(&say)?;
     let port = chain.pg.port();
     let pod = example_pod(|p| {
-        p["metadata"]["annotations"]["rds-iam/host"] = json!("localhost");
-        p["metadata"]["annotations"]["rds-iam/port"] = json!(port.to_string());
+        point_at_lab(p, port);
         let mut second = p["spec"]["containers"][0].clone();
         second["name"] = json!("worker");
         second["securityContext"]["runAsUser"] = json!(1001);
@@ -237,5 +290,95 @@ fn second_app_container_with_another_uid_is_denied() -> Result<()> {
         msg.contains("1001") && msg.contains("70"),
         "the message names both UIDs: {msg}"
     );
+    Ok(())
+}
+
+/// Proxy mode end to end: the example pod with `rds-iam/mode: proxy`; its app
+/// is asyncpg, which fails with the agent's pgpass (it keeps the backslash
+/// escapes) and works through the agent's socket, with no password, through
+/// the app's read-only view of the volume.
+#[test]
+fn proxy_mode_pod_serves_a_client_that_fails_with_the_passfile() -> Result<()> {
+    let chain = Chain::start(&say)?;
+    let port = chain.pg.port();
+    let files_pod = example_pod(|p| point_at_lab(p, port))?;
+    let mut proxy_pod = files_pod.clone();
+    proxy_pod["metadata"]["annotations"]["rds-iam/mode"] = json!("proxy");
+
+    // Files mode first: asyncpg, given only the libpq environment, fails.
+    let response = chain.review(&admission_review(&files_pod))?;
+    let (_, typed) = apply_response(&files_pod, &response)?;
+    let kubelet = Kubelet {
+        runc: Some(Arc::new(Image::unpack(&agent_image_archive())?)),
+        ..chain.kubelet()?
+    };
+    let run = kubelet.run_pod(&typed, &say)?;
+    let asyncpg = Client::Asyncpg.argv()?;
+    let asyncpg: Vec<&str> = asyncpg.iter().map(String::as_str).collect();
+    let out = run.exec_as_root("app", &asyncpg, &[])?;
+    assert!(
+        !out.status.success(),
+        "asyncpg logged in with the pgpass: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    run.stop()?;
+
+    // Proxy mode: the same client, the same (injected) environment.
+    let response = chain.review(&admission_review(&proxy_pod))?;
+    let (_, typed) = apply_response(&proxy_pod, &response)?;
+    let app = typed
+        .spec
+        .as_ref()
+        .context("spec")?
+        .containers
+        .iter()
+        .find(|c| c.name == "app")
+        .context("app")?;
+    let env: Vec<(&str, &str)> = app
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or("")))
+        .collect();
+    for (k, v) in [
+        ("PGHOST", "/var/run/rds-iam"),
+        ("PGPORT", "5432"),
+        ("PGSSLMODE", "disable"),
+    ] {
+        assert!(env.contains(&(k, v)), "{k}={v} missing in {env:?}");
+    }
+    let run = kubelet.run_pod(&typed, &say)?;
+    // The socket, in the volume, private to the app's UID.
+    let vol = run.volume_dir("rds-iam").context("volume")?.to_owned();
+    let meta = fs::metadata(vol.join(".s.PGSQL.5432"))?;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.uid(), 70);
+    // asyncpg lives in a venv the app's UID cannot reach here: run it as root with
+    // the app's env; psql, below, connects as the app's UID.
+    let out = run.exec_as_root("app", &asyncpg, &[])?;
+    assert!(
+        out.status.success(),
+        "asyncpg through the proxy: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        run.logs("rds-iam-tokenagent")
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), USER);
+    // psql as the app's UID, through the read-only mount of the socket.
+    let out = run.exec(
+        "app",
+        &["psql", "-X", "-A", "-t", "-c", "select current_user"],
+    )?;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        USER,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stopped = run.stop()?;
+    for (name, st) in &stopped {
+        assert!(st.success() || st.code().is_none(), "{name} exited {st}");
+    }
     Ok(())
 }

@@ -14,7 +14,7 @@ use rds_iam_common::endpoint::MAX_DATABASES;
 use rds_iam_common::{self as common, describe, region, Access, DbName, Endpoint, Engine, Mode};
 
 use crate::config::{AgentConfig, ConfigError, ProxySettings};
-use crate::logging::LogFormat;
+use rds_iam_common::process::LogFormat;
 
 /// Keeps fresh AWS RDS IAM auth tokens in libpq and MySQL files, and can
 /// serve a local proxy socket per database.
@@ -219,7 +219,7 @@ impl DbArgs {
             out.push(single);
         }
         for spec in flags::split_specs(&self.db) {
-            let (e, source) = Endpoint::parse_spec(spec, |k| env(k))
+            let (e, source) = Endpoint::parse_spec(spec, &env)
                 .map_err(|e| ConfigError::invalid(flags::DATABASES, format!("{spec:?}: {e}")))?;
             if let Some((first, _)) = out.iter().find(|(o, _)| o.name == e.name) {
                 let why = if first.name.is_default() && self.host.is_some() {
@@ -267,7 +267,7 @@ impl DbArgs {
             flag: flags::USER,
             hint: "the DB user that was granted rds_iam",
         })?;
-        let resolved = region::resolve(self.region.as_deref(), &host, |k| env(k), None)
+        let resolved = region::resolve(self.region.as_deref(), &host, env, None)
             .map_err(|e| match e {
                 region::RegionError::BadExplicit(_) => {
                     ConfigError::invalid(flags::REGION, format!("{e}; write e.g. us-east-1"))

@@ -7,7 +7,7 @@ use std::time::Duration;
 use rds_iam_common::agent_args::Flag;
 use rds_iam_common::{Endpoint, RegionSource};
 
-use crate::logging::LogFormat;
+use rds_iam_common::process::LogFormat;
 
 /// Everything the agent needs, already validated.
 #[derive(Debug, Clone)]

@@ -3,8 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use rds_iam_common::process;
 use rds_iam_tokenagent::cli::{Cli, Command};
-use rds_iam_tokenagent::{app, doctor, logging, probe};
+use rds_iam_tokenagent::{app, doctor, probe};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -47,7 +48,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(2, e),
             };
-            logging::init(cfg.log_format);
+            process::init_logging(cfg.log_format, process::Stream::Stderr);
             let proxied = !cfg.once
                 && cfg
                     .databases
@@ -59,7 +60,10 @@ fn main() -> ExitCode {
             };
             rt.block_on(async {
                 // From here on no signal kills the process mid-write.
-                let shutdown = app::shutdown_signal();
+                let shutdown = match process::shutdown_signal() {
+                    Ok(s) => s,
+                    Err(e) => return fail(1, format!("cannot listen for signals: {e}")),
+                };
                 let built = match app::build(&cfg).await {
                     Ok(b) => b,
                     Err(e) => return fail(1, e),

@@ -17,7 +17,7 @@ use std::time::Duration;
 use rds_iam_common::endpoint::MAX_DATABASES;
 use rds_iam_common::{
     describe, parse_interval, parse_port, parse_region, parse_uid, validate_database,
-    validate_host, validate_user, DbName, FieldError, SslMode,
+    validate_host, validate_user, Access, DbName, Engine, FieldError, Mode, SslMode,
 };
 
 use crate::config::SidecarMode;
@@ -38,6 +38,15 @@ pub const USER: &str = "rds-iam/user";
 pub const DATABASE: &str = "rds-iam/database";
 pub const REGION: &str = "rds-iam/region";
 pub const SSLMODE: &str = "rds-iam/sslmode";
+pub const ENGINE: &str = "rds-iam/engine";
+pub const MODE: &str = "rds-iam/mode";
+pub const PROXY_PORT: &str = "rds-iam/proxy-port";
+pub const SSLNEGOTIATION: &str = "rds-iam/sslnegotiation";
+/// Pod-wide: the ConfigMap holding the RDS CA bundle, and its key.
+pub const CA_CONFIGMAP: &str = "rds-iam/ca-configmap";
+pub const CA_KEY: &str = "rds-iam/ca-key";
+/// The ConfigMap key of the CA bundle when `rds-iam/ca-key` is not set.
+pub const DEFAULT_CA_KEY: &str = "ca.crt";
 
 /// The annotation key of `field` for database `name`:
 /// `rds-iam/host` for the default database, `rds-iam/orders.host` for `orders`.
@@ -85,6 +94,8 @@ pub struct DbRequest {
     /// `None`: derived from the host name or the containers' env.
     pub region: Option<String>,
     pub sslmode: SslMode,
+    pub engine: Engine,
+    pub access: Access,
 }
 
 impl DbRequest {
@@ -105,6 +116,15 @@ pub struct InjectionRequest {
     /// Checked to lie in 1m..14m.
     pub refresh_interval: Option<Duration>,
     pub run_as_user: Option<i64>,
+    /// The ConfigMap with the RDS CA bundle, and its key.
+    pub ca: Option<CaBundle>,
+}
+
+/// Where the RDS CA bundle is: a ConfigMap of the pod's namespace and a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaBundle {
+    pub configmap: String,
+    pub key: String,
 }
 
 /// True only for `rds-iam/enabled: "true"`, exactly.
@@ -126,6 +146,10 @@ struct DbDraft {
     database: Option<String>,
     region: Option<String>,
     sslmode: Option<SslMode>,
+    engine: Option<Engine>,
+    mode: Option<Mode>,
+    proxy_port: Option<u16>,
+    direct_tls: Option<bool>,
     /// The keys seen, for denials and hints.
     keys: Vec<String>,
 }
@@ -194,6 +218,42 @@ const DB_KEYS: &[Key<DbDraft>] = &[
         },
         advice: "write \"require\", \"verify-ca\" or \"verify-full\"",
     },
+    Key {
+        field: "engine",
+        parse: |v, d| {
+            d.engine = Some(Engine::parse(v)?);
+            Ok(())
+        },
+        advice: "write \"postgres\" (PostgreSQL, Aurora PostgreSQL) or \"mysql\" (MySQL, MariaDB, Aurora MySQL), or remove it for postgres",
+    },
+    Key {
+        field: "mode",
+        parse: |v, d| {
+            d.mode = Some(Mode::parse(v)?);
+            Ok(())
+        },
+        advice: "write \"files\" (the app connects with the agent's files) or \"proxy\" (the app connects to the agent's local socket), or remove it for files",
+    },
+    Key {
+        field: "proxy-port",
+        parse: |v, d| {
+            d.proxy_port = Some(parse_port(v)?);
+            Ok(())
+        },
+        advice: "write a port from 1 to 65535 for the proxy to also listen on 127.0.0.1, e.g. \"5432\", or remove it for the Unix socket only",
+    },
+    Key {
+        field: "sslnegotiation",
+        parse: |v, d| {
+            d.direct_tls = Some(match v {
+                "direct" => true,
+                "postgres" => false,
+                _ => return Err(FieldError::NotOneOf("postgres, direct")),
+            });
+            Ok(())
+        },
+        advice: "write \"direct\" (TLS at once, PostgreSQL 17+) or \"postgres\" (an SSLRequest first), or remove it for postgres",
+    },
 ];
 
 /// The pod-wide keys, without their prefix.
@@ -241,7 +301,86 @@ const POD_KEYS: &[Key<InjectionRequest>] = &[
         },
         advice: "write \"native\", \"classic\" or \"init-only\"",
     },
+    Key {
+        field: "ca-configmap",
+        parse: |v, r| {
+            validate_object_name(v)?;
+            let key = r.ca.take().map(|c| c.key).unwrap_or_else(|| DEFAULT_CA_KEY.to_owned());
+            r.ca = Some(CaBundle {
+                configmap: v.to_owned(),
+                key,
+            });
+            Ok(())
+        },
+        advice: "write the name of the ConfigMap in the pod's namespace that holds the RDS CA bundle, e.g. \"rds-ca\"",
+    },
+    Key {
+        field: "ca-key",
+        parse: |v, r| {
+            validate_configmap_key(v)?;
+            match &mut r.ca {
+                Some(c) => c.key = v.to_owned(),
+                None => {
+                    r.ca = Some(CaBundle {
+                        configmap: String::new(),
+                        key: v.to_owned(),
+                    })
+                }
+            }
+            Ok(())
+        },
+        advice: "write the key of the CA bundle in the ConfigMap, e.g. \"global-bundle.pem\", or remove it for ca.crt",
+    },
 ];
+
+/// A Kubernetes object name (DNS-1123 subdomain).
+fn validate_object_name(v: &str) -> Result<(), FieldError> {
+    if v.is_empty() {
+        return Err(FieldError::Empty);
+    }
+    if v.len() > 253 {
+        return Err(FieldError::TooLong {
+            len: v.len(),
+            max: 253,
+        });
+    }
+    let ok = v
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && v.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::BadName(
+            "a ConfigMap name is lower-case letters, digits, '-' and '.', starting and ending with a letter or digit",
+        ))
+    }
+}
+
+/// A ConfigMap key: letters, digits, `-`, `_` and `.`.
+fn validate_configmap_key(v: &str) -> Result<(), FieldError> {
+    if v.is_empty() {
+        return Err(FieldError::Empty);
+    }
+    if v.len() > 253 {
+        return Err(FieldError::TooLong {
+            len: v.len(),
+            max: 253,
+        });
+    }
+    if v.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && v != "."
+        && v != ".."
+    {
+        Ok(())
+    } else {
+        Err(FieldError::BadName(
+            "a ConfigMap key is letters, digits, '-', '_' and '.'",
+        ))
+    }
+}
 
 /// Keys that carry no setting of the pod.
 const MARKS: [&str; 2] = [ENABLED, STATUS];
@@ -258,6 +397,7 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Result<InjectionRequest,
         sidecar: None,
         refresh_interval: None,
         run_as_user: None,
+        ca: None,
     };
     let mut drafts: BTreeMap<DbName, DbDraft> = BTreeMap::new();
     let mut values: Vec<(&str, &str, Parse<DbDraft>, &str, DbName)> = Vec::new();
@@ -346,6 +486,27 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Result<InjectionRequest,
     for (name, draft) in ordered {
         request.databases.push(complete(name, draft, &names)?);
     }
+    if request.ca.as_ref().is_some_and(|c| c.configmap.is_empty()) {
+        return Err(Denial::new(
+            CA_KEY,
+            format!("names a key but no ConfigMap; add {CA_CONFIGMAP}: the ConfigMap that holds the RDS CA bundle, or remove {CA_KEY}"),
+        ));
+    }
+    let mut ports: Vec<(u16, &DbRequest)> = Vec::new();
+    for db in &request.databases {
+        if let Some(p) = db.access.proxy_port {
+            if let Some((_, other)) = ports.iter().find(|(q, _)| *q == p) {
+                return Err(Denial::new(
+                    db.key("proxy-port"),
+                    format!(
+                        "\"{p}\" is also {}; each database's proxy needs its own port",
+                        other.key("proxy-port")
+                    ),
+                ));
+            }
+            ports.push((p, db));
+        }
+    }
     Ok(request)
 }
 
@@ -360,6 +521,10 @@ fn complete(name: DbName, draft: DbDraft, names: &[DbName]) -> Result<DbRequest,
         database,
         region,
         sslmode,
+        engine,
+        mode,
+        proxy_port,
+        direct_tls,
         keys,
     } = draft;
     let (Some(host), Some(user)) = (host.clone(), user.clone()) else {
@@ -399,6 +564,33 @@ fn complete(name: DbName, draft: DbDraft, names: &[DbName]) -> Result<DbRequest,
             )
         });
     };
+    let engine = engine.unwrap_or(Engine::Postgres);
+    let mode = mode.unwrap_or_default();
+    let key = |field: &str| db_key(&name, field);
+    if mode == Mode::Files {
+        for (set, field, what) in [
+            (proxy_port.is_some(), "proxy-port", "a proxy port"),
+            (direct_tls.is_some(), "sslnegotiation", "an sslnegotiation"),
+        ] {
+            if set {
+                return Err(Denial::new(
+                    key(field),
+                    format!(
+                        "sets {what}, which only the proxy uses, but {} is not \"proxy\"; set {}: \"proxy\", or remove {}",
+                        key("mode"),
+                        key("mode"),
+                        key(field)
+                    ),
+                ));
+            }
+        }
+    }
+    if engine == Engine::Mysql && direct_tls.is_some() {
+        return Err(Denial::new(
+            key("sslnegotiation"),
+            "is a PostgreSQL setting and the engine is mysql; remove it",
+        ));
+    }
     Ok(DbRequest {
         name,
         host,
@@ -407,6 +599,12 @@ fn complete(name: DbName, draft: DbDraft, names: &[DbName]) -> Result<DbRequest,
         database,
         region,
         sslmode: sslmode.unwrap_or(SslMode::Require),
+        engine,
+        access: Access {
+            mode,
+            proxy_port,
+            direct_tls: direct_tls.unwrap_or(false),
+        },
     })
 }
 
@@ -525,6 +723,11 @@ mod tests {
             ("rds-iam/reports.host", "r.example.com"),
             ("rds-iam/reports.user", "ro"),
             ("rds-iam/reports.sslmode", "verify-ca"),
+            ("rds-iam/reports.engine", "mysql"),
+            ("rds-iam/reports.mode", "proxy"),
+            ("rds-iam/reports.proxy-port", "3307"),
+            (CA_CONFIGMAP, "rds-ca"),
+            (CA_KEY, "global-bundle.pem"),
         ]);
         let r = parse(&map(&a)).unwrap();
         assert_eq!(
@@ -539,6 +742,8 @@ mod tests {
                         database: Some("orders".into()),
                         region: Some("us-east-2".into()),
                         sslmode: SslMode::VerifyFull,
+                        engine: Engine::Postgres,
+                        access: Access::default(),
                     },
                     DbRequest {
                         name: DbName::named("reports").unwrap(),
@@ -548,12 +753,22 @@ mod tests {
                         database: None,
                         region: None,
                         sslmode: SslMode::VerifyCa,
+                        engine: Engine::Mysql,
+                        access: Access {
+                            mode: Mode::Proxy,
+                            proxy_port: Some(3307),
+                            direct_tls: false,
+                        },
                     },
                 ],
                 containers: Some(vec!["api".into(), "migrate".into()]),
                 sidecar: Some(SidecarMode::InitOnly),
                 refresh_interval: Some(Duration::from_secs(300)),
                 run_as_user: Some(1000),
+                ca: Some(CaBundle {
+                    configmap: "rds-ca".into(),
+                    key: "global-bundle.pem".into(),
+                }),
             }
         );
     }

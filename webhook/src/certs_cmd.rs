@@ -238,25 +238,17 @@ pub fn generate(opts: &CertsOptions, now: OffsetDateTime) -> Result<Generated, C
     })
 }
 
-/// Writes through a temporary file and a rename, with `mode` from the start.
+/// Replaces `path` atomically (a temporary file of its own, flushed, renamed,
+/// the directory flushed), with `mode` from the start.
 fn write_file(path: &Path, content: &[u8], mode: u32) -> Result<(), CertsError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let err = |source| CertsError::Write {
         path: path.to_owned(),
         source,
     };
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(content).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Err(err(std::io::Error::other("not a file path")));
+    };
+    rds_iam_common::files::write_atomic(dir, name, content, mode).map_err(err)
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+use rds_iam_common::process::{self, LogFormat};
 
 use crate::audit_cmd::{self, AuditArgs};
 use crate::certs_cmd::{self, CertsOptions};
@@ -40,12 +41,6 @@ pub enum Command {
     /// List pods that opted in but run without a working agent, with the cause and the fix
     /// (reads `kubectl get pods -A -o json`; exit 1 when any is found).
     Audit(AuditArgs),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Json,
-    Text,
 }
 
 /// Settings of the injected agent (shared by `serve` and `inject`).
@@ -145,7 +140,7 @@ pub struct ServeArgs {
     )]
     pub metrics_listen: SocketAddr,
     /// Log format on stdout.
-    #[arg(long, env = "RDS_IAM_WEBHOOK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    #[arg(long, env = "RDS_IAM_WEBHOOK_LOG_FORMAT", default_value = "json", value_parser = |s: &str| s.parse::<LogFormat>())]
     pub log_format: LogFormat,
     /// How long SIGTERM waits for in-flight reviews before closing connections.
     #[arg(long, env = "RDS_IAM_WEBHOOK_DRAIN_TIMEOUT", default_value = "20s", value_parser = humantime_duration)]
@@ -282,22 +277,6 @@ impl CertsArgs {
     }
 }
 
-fn init_logging(format: LogFormat, to_stderr: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match (format, to_stderr) {
-        (LogFormat::Json, false) => builder.json().flatten_event(true).try_init(),
-        (LogFormat::Json, true) => builder
-            .json()
-            .flatten_event(true)
-            .with_writer(std::io::stderr)
-            .try_init(),
-        (LogFormat::Text, false) => builder.try_init(),
-        (LogFormat::Text, true) => builder.with_writer(std::io::stderr).try_init(),
-    };
-}
-
 /// Runs the parsed command line; the exit code says how it went.
 pub fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
@@ -318,7 +297,7 @@ pub fn main(cli: Cli) -> ExitCode {
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (listen, metrics_listen, log_format, opts) = args.into_parts()?;
     opts.limits.validate()?;
-    init_logging(log_format, false);
+    process::init_logging(log_format, process::Stream::Stdout);
     if let Err(e) = limits::raise_fd_limit() {
         tracing::info!(error = %e, "cannot raise the open-file limit to its hard limit");
     }
@@ -331,46 +310,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let shutdown = shutdown_signal()?;
+        let shutdown = process::shutdown_signal().context("cannot listen for signals")?;
         server::run(https, metrics, opts, shutdown).await?;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Exit status after a second signal: 128 + the signal's number, as a shell
-/// reports a process killed by it.
-pub fn aborted_status(signal: &str) -> i32 {
-    match signal {
-        "SIGINT" => 130,
-        _ => 143,
-    }
-}
-
-/// Completes on SIGTERM (what the kubelet sends) or SIGINT. A second signal
-/// during the drain exits at once, without waiting for reviews in flight.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, Signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    async fn next(term: &mut Signal, int: &mut Signal) -> &'static str {
-        tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        }
-    }
-    Ok(async move {
-        let first = next(&mut term, &mut int).await;
-        tracing::info!("{first} received");
-        tokio::spawn(async move {
-            let second = next(&mut term, &mut int).await;
-            tracing::warn!(
-                signal = second,
-                "second signal received: exiting now without waiting for reviews in flight"
-            );
-            std::process::exit(aborted_status(second));
-        });
-    })
 }
 
 fn inject(args: InjectArgs) -> anyhow::Result<ExitCode> {

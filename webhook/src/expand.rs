@@ -78,7 +78,6 @@ pub fn expand(input: &str, known: &BTreeMap<String, String>) -> Expanded {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

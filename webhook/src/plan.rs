@@ -8,10 +8,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, VolumeMount};
+use rds_iam_common::endpoint::PROXY_PG_PORT;
 use rds_iam_common::region::{self, RegionError};
-use rds_iam_common::{Endpoint, PGPASS_FILE, PG_SERVICE_FILE};
+use rds_iam_common::{
+    Endpoint, Engine, Mode, SslMode, MYSQL_CNF_FILE, PGPASS_FILE, PG_SERVICE_FILE,
+};
 
-use crate::annotations::{self, DbRequest, Denial, InjectionRequest};
+use crate::annotations::{self, CaBundle, DbRequest, Denial, InjectionRequest};
 use crate::config::{AgentConfig, SidecarMode};
 use crate::expand::{self, expand};
 
@@ -19,6 +22,9 @@ use crate::expand::{self, expand};
 pub const DIR: &str = rds_iam_common::DEFAULT_DIR;
 /// The in-memory volume the agent writes its files into.
 pub const VOLUME: &str = "rds-iam";
+/// The ConfigMap volume of the RDS CA bundle, and where it is mounted.
+pub const CA_VOLUME: &str = "rds-iam-ca";
+pub const CA_DIR: &str = "/etc/rds-iam/ca";
 /// Environment the EKS pod identity webhook sets; copied into the agent.
 pub const AWS_ENV: [&str; 7] = [
     "AWS_ROLE_ARN",
@@ -75,6 +81,11 @@ pub struct Plan {
     pub aws_mounts: Vec<VolumeMount>,
     /// Admission warnings for the client.
     pub warnings: Vec<String>,
+    /// The RDS CA bundle, mounted at [`CA_DIR`] in the agent and the targets.
+    pub ca: Option<CaBundle>,
+    /// Proxy mode in a native sidecar: the app has exited at SIGTERM, so the
+    /// agent stops at once (the agent's default is 25 s, for a classic one).
+    pub max_sigterm_delay: Option<Duration>,
     pub image: String,
     pub resources: crate::config::AgentResources,
     /// Which of the pod's arrays and maps exist already.
@@ -97,13 +108,21 @@ pub fn plan(
     cfg: &AgentConfig,
 ) -> Result<Plan, Denial> {
     let targets = resolve_targets(spec, req)?;
-    check_volume_free(spec)?;
-    check_mount_path_free(&targets)?;
+    check_volume_free(spec, VOLUME)?;
+    check_mount_path_free(&targets, DIR)?;
+    if req.ca.is_some() {
+        check_volume_free(spec, CA_VOLUME)?;
+        check_mount_path_free(&targets, CA_DIR)?;
+    }
     let mut warnings = Vec::new();
     let agent_uid = resolve_uid(spec, &targets, req, cfg, &mut warnings)?;
     let databases = resolve_databases(&targets, req, cfg, &mut warnings)?;
+    let mode = req.sidecar.unwrap_or(cfg.sidecar_mode);
+    check_proxies(spec, req, &databases, mode)?;
     let (aws_env, aws_mounts) = aws_identity(spec, &targets, &mut warnings);
-    let env = target_env(&databases);
+    let ca_file = req.ca.as_ref().map(|c| format!("{CA_DIR}/{}", c.key));
+    let env = target_env(&databases, ca_file.as_deref());
+    let proxied = databases.iter().any(|d| d.access.mode == Mode::Proxy);
     let targets = targets
         .iter()
         .map(|t| {
@@ -129,7 +148,7 @@ pub fn plan(
         })
         .collect();
     Ok(Plan {
-        mode: req.sidecar.unwrap_or(cfg.sidecar_mode),
+        mode,
         agent_uid,
         databases,
         interval: req.refresh_interval,
@@ -137,6 +156,8 @@ pub fn plan(
         aws_env,
         aws_mounts,
         warnings,
+        ca: req.ca.clone(),
+        max_sigterm_delay: (proxied && mode == SidecarMode::Native).then_some(Duration::ZERO),
         image: cfg.image.clone(),
         resources: cfg.resources.clone(),
         pod_has_volumes: spec.volumes.is_some(),
@@ -206,29 +227,29 @@ fn resolve_targets<'a>(
     }
 }
 
-fn check_volume_free(spec: &PodSpec) -> Result<(), Denial> {
-    if spec.volumes.iter().flatten().any(|v| v.name == VOLUME) {
+fn check_volume_free(spec: &PodSpec, volume: &str) -> Result<(), Denial> {
+    if spec.volumes.iter().flatten().any(|v| v.name == volume) {
         return Err(Denial::new(
             annotations::ENABLED,
-            format!("the pod already has a volume named {VOLUME:?}, which the token agent needs; rename that volume"),
+            format!("the pod already has a volume named {volume:?}, which the token agent needs; rename that volume"),
         ));
     }
     Ok(())
 }
 
-fn check_mount_path_free(targets: &[Target]) -> Result<(), Denial> {
+fn check_mount_path_free(targets: &[Target], path: &str) -> Result<(), Denial> {
     for t in targets {
         if let Some(m) = t
             .container
             .volume_mounts
             .iter()
             .flatten()
-            .find(|m| m.mount_path.trim_end_matches('/') == DIR)
+            .find(|m| m.mount_path.trim_end_matches('/') == path)
         {
             return Err(Denial::new(
                 annotations::CONTAINERS,
                 format!(
-                    "container {:?} already mounts volume {:?} at {DIR}, where the token goes; move that mount, or leave the container out of rds-iam/containers",
+                    "container {:?} already mounts volume {:?} at {path}, where the agent's files go; move that mount, or leave the container out of rds-iam/containers",
                     t.container.name, m.name
                 ),
             ));
@@ -356,8 +377,10 @@ fn resolve_databases(
             database,
             region: explicit,
             sslmode,
+            engine,
+            access,
         } = db;
-        let engine = rds_iam_common::Engine::Postgres;
+        let engine = *engine;
         let resolved = region::resolve(
             explicit.as_deref(),
             host,
@@ -383,12 +406,14 @@ fn resolve_databases(
             database: database.clone(),
             region: resolved.region,
             sslmode: *sslmode,
-            access: Default::default(),
+            access: *access,
         };
-        if let Some(first) = out
-            .iter()
-            .find(|o| o.token_key() == endpoint.token_key() && o.region != endpoint.region)
-        {
+        if let Some(first) = out.iter().find(|o| {
+            o.engine == Engine::Postgres
+                && endpoint.engine == Engine::Postgres
+                && o.token_key() == endpoint.token_key()
+                && o.region != endpoint.region
+        }) {
             return Err(Denial::new(
                 db.key("region"),
                 format!(
@@ -417,36 +442,151 @@ fn region_denial(db: &DbRequest, e: &RegionError, env_owner: &str) -> Denial {
 }
 
 /// The env every target gets (before leaving out what a container sets).
-fn target_env(databases: &[Endpoint]) -> Vec<EnvVar> {
+/// The default database keeps the variables its clients read by
+/// themselves: `PG*` for PostgreSQL, `MYSQL_*` for MySQL; named ones get
+/// `RDS_IAM_<NAME>_*`.
+fn target_env(databases: &[Endpoint], ca_file: Option<&str>) -> Vec<EnvVar> {
     let mut env = Vec::new();
-    if let Some(d) = databases.iter().find(|d| d.name.is_default()) {
-        env.push(var("PGHOST", &d.host));
-        env.push(var("PGPORT", &d.port.to_string()));
+    let file = |name: &str| format!("{DIR}/{name}");
+    let default = databases.iter().find(|d| d.name.is_default());
+    if let Some(d) = default.filter(|d| d.engine == Engine::Postgres) {
+        match d.access.mode {
+            Mode::Files => {
+                env.push(var("PGHOST", &d.host));
+                env.push(var("PGPORT", &d.port.to_string()));
+            }
+            Mode::Proxy => {
+                env.push(var("PGHOST", &d.socket_dir(DIR)));
+                env.push(var("PGPORT", &PROXY_PG_PORT.to_string()));
+            }
+        }
         env.push(var("PGUSER", &d.user));
         if let Some(db) = &d.database {
             env.push(var("PGDATABASE", db));
         }
-        env.push(var("PGSSLMODE", d.sslmode.as_str()));
-    }
-    env.push(var("PGPASSFILE", &format!("{DIR}/{PGPASS_FILE}")));
-    for d in databases {
-        if d.name.is_default() {
-            env.push(var(
-                "RDS_IAM_TOKEN_FILE",
-                &format!("{DIR}/{}", d.name.token_file()),
-            ));
+        match d.access.mode {
+            // The local hop is a socket: libpq ignores sslmode there, and
+            // node-postgres fails on a socket with require or prefer.
+            Mode::Proxy => env.push(var("PGSSLMODE", "disable")),
+            Mode::Files => {
+                env.push(var("PGSSLMODE", d.sslmode.as_str()));
+                if let (Some(ca), SslMode::VerifyCa | SslMode::VerifyFull) = (ca_file, d.sslmode) {
+                    env.push(var("PGSSLROOTCERT", ca));
+                }
+            }
         }
     }
-    env.push(var("PGSERVICEFILE", &format!("{DIR}/{PG_SERVICE_FILE}")));
+    if let Some(d) = default.filter(|d| d.engine == Engine::Mysql) {
+        match d.access.mode {
+            Mode::Files => {
+                env.push(var("MYSQL_HOST", &d.host));
+                env.push(var("MYSQL_TCP_PORT", &d.port.to_string()));
+            }
+            Mode::Proxy => env.push(var("MYSQL_UNIX_PORT", &d.socket_path(DIR))),
+        }
+    }
+    let any = |engine: Engine| databases.iter().any(|d| d.engine == engine);
+    if any(Engine::Postgres) {
+        env.push(var("PGPASSFILE", &file(PGPASS_FILE)));
+    }
+    if let Some(d) = default {
+        env.push(var("RDS_IAM_TOKEN_FILE", &file(&d.name.token_file())));
+    }
+    if any(Engine::Postgres) {
+        env.push(var("PGSERVICEFILE", &file(PG_SERVICE_FILE)));
+    }
+    if any(Engine::Mysql) {
+        env.push(var("RDS_IAM_MYSQL_CNF", &file(MYSQL_CNF_FILE)));
+    }
+    // libmysqlclient sends the token only with the cleartext plugin; this
+    // turns it on for every server the container talks to.
+    if databases
+        .iter()
+        .any(|d| d.engine == Engine::Mysql && d.access.mode == Mode::Files)
+    {
+        env.push(var("LIBMYSQL_ENABLE_CLEARTEXT_PLUGIN", "Y"));
+    }
     for d in databases.iter().filter(|d| !d.name.is_default()) {
         let key = d.name.env_key();
         env.push(var(
             &format!("RDS_IAM_{key}_TOKEN_FILE"),
-            &format!("{DIR}/{}", d.name.token_file()),
+            &file(&d.name.token_file()),
         ));
-        env.push(var(&format!("RDS_IAM_{key}_URL"), &d.client_url(DIR)));
+        match (d.engine, d.access.mode) {
+            (Engine::Postgres, _) => {
+                env.push(var(&format!("RDS_IAM_{key}_URL"), &d.client_url(DIR)))
+            }
+            (Engine::Mysql, Mode::Proxy) => env.push(var(
+                &format!("RDS_IAM_{key}_MYSQL_UNIX_PORT"),
+                &d.socket_path(DIR),
+            )),
+            (Engine::Mysql, Mode::Files) => {}
+        }
     }
     env
+}
+
+/// Proxy mode needs an agent that keeps running, a CA bundle for the
+/// verify modes, and ports the pod does not use already.
+fn check_proxies(
+    spec: &PodSpec,
+    req: &InjectionRequest,
+    databases: &[Endpoint],
+    mode: SidecarMode,
+) -> Result<(), Denial> {
+    let key = |e: &Endpoint, field: &str| annotations::db_key(&e.name, field);
+    for e in databases {
+        let proxy = e.access.mode == Mode::Proxy;
+        if proxy && mode == SidecarMode::InitOnly {
+            let from = if req.sidecar.is_some() {
+                "rds-iam/sidecar is \"init-only\""
+            } else {
+                "the webhook's --sidecar-mode is init-only"
+            };
+            return Err(Denial::new(
+                key(e, "mode"),
+                format!("is \"proxy\" but {from}: the agent would exit after writing the files and nothing would serve the proxy's socket; set rds-iam/sidecar: \"native\" (or \"classic\"), or use mode \"files\""),
+            ));
+        }
+        let verify = e.sslmode != SslMode::Require;
+        if verify && req.ca.is_none() && (proxy || e.engine == Engine::Mysql) {
+            let who = if proxy {
+                "the agent's proxy"
+            } else {
+                "the MySQL client"
+            };
+            return Err(Denial::new(
+                annotations::CA_CONFIGMAP,
+                format!(
+                    "is missing: database \"{}\" uses sslmode {}, so {who} checks the server certificate against the RDS CA bundle; add {}: the name of a ConfigMap in this namespace holding the bundle (key {} or set rds-iam/ca-key), or use sslmode \"require\"",
+                    e.name,
+                    e.sslmode,
+                    annotations::CA_CONFIGMAP,
+                    annotations::DEFAULT_CA_KEY
+                ),
+            ));
+        }
+        if let Some(port) = e.access.proxy_port {
+            let taken = spec
+                .init_containers
+                .iter()
+                .flatten()
+                .chain(&spec.containers)
+                .find(|c| {
+                    c.ports
+                        .iter()
+                        .flatten()
+                        .any(|p| p.container_port == i32::from(port))
+                });
+            if let Some(c) = taken {
+                return Err(Denial::new(
+                    key(e, "proxy-port"),
+                    format!("\"{port}\" is a containerPort of container {:?}, and the pod's containers share one network; pick a free port", c.name),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An env variable whose value the kubelet passes through unexpanded.

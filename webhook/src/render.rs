@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, ExecAction, Probe, ResourceRequirements,
-    SeccompProfile, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, ExecAction, Probe,
+    ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use rds_iam_common::agent_args;
@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::annotations;
 use crate::config::{AgentResources, SidecarMode};
-use crate::plan::{var, Plan, DIR, VOLUME};
+use crate::plan::{var, Plan, CA_DIR, CA_VOLUME, DIR, VOLUME};
 
 /// The long-running agent (native or classic sidecar, and the init-only container).
 pub const AGENT_CONTAINER: &str = "rds-iam-tokenagent";
@@ -47,7 +47,11 @@ pub fn render(plan: &Plan) -> Patch {
             read_only: Some(true),
             ..Default::default()
         };
-        ops.extend(&base, "volumeMounts", t.has_mounts, vec![to_value(&mount)]);
+        let mut mounts = vec![to_value(&mount)];
+        if plan.ca.is_some() {
+            mounts.push(to_value(&ca_mount()));
+        }
+        ops.extend(&base, "volumeMounts", t.has_mounts, mounts);
     }
 
     // 2. The volume.
@@ -59,12 +63,18 @@ pub fn render(plan: &Plan) -> Patch {
         }),
         ..Default::default()
     };
-    ops.extend(
-        &["spec"],
-        "volumes",
-        plan.pod_has_volumes,
-        vec![to_value(&volume)],
-    );
+    let mut volumes = vec![to_value(&volume)];
+    if let Some(ca) = &plan.ca {
+        volumes.push(to_value(&Volume {
+            name: CA_VOLUME.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: ca.configmap.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }));
+    }
+    ops.extend(&["spec"], "volumes", plan.pod_has_volumes, volumes);
 
     // 3. The agent.
     let init = match plan.mode {
@@ -113,10 +123,18 @@ enum Run {
 /// The agent container. Its env is built from the shared contract
 /// ([`agent_args::agent_env`]), which the agent parses back.
 fn agent(plan: &Plan, name: &str, run: Run) -> Container {
-    let mut env: Vec<_> = agent_args::agent_env(&plan.databases, DIR, plan.interval)
-        .into_iter()
-        .map(|(k, v)| var(k, &v))
-        .collect();
+    let ca_file = plan.ca.as_ref().map(|c| format!("{CA_DIR}/{}", c.key));
+    let mut env: Vec<_> = agent_args::AgentEnv {
+        databases: &plan.databases,
+        dir: DIR,
+        interval: plan.interval,
+        ca_file: ca_file.as_deref(),
+        max_sigterm_delay: plan.max_sigterm_delay,
+    }
+    .render()
+    .into_iter()
+    .map(|(k, v)| var(k, &v))
+    .collect();
     env.extend(plan.aws_env.iter().cloned());
 
     let mut mounts = vec![VolumeMount {
@@ -124,6 +142,9 @@ fn agent(plan: &Plan, name: &str, run: Run) -> Container {
         mount_path: DIR.into(),
         ..Default::default()
     }];
+    if plan.ca.is_some() {
+        mounts.push(ca_mount());
+    }
     mounts.extend(plan.aws_mounts.iter().cloned());
 
     let probe = |period: i32, failures: i32| Probe {
@@ -182,6 +203,16 @@ fn agent(plan: &Plan, name: &str, run: Run) -> Container {
     }
 }
 
+/// The RDS CA bundle, read-only.
+fn ca_mount() -> VolumeMount {
+    VolumeMount {
+        name: CA_VOLUME.into(),
+        mount_path: CA_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }
+}
+
 fn resources(r: &AgentResources) -> ResourceRequirements {
     let map = |cpu: &Option<String>, mem: &Option<String>| {
         let m: BTreeMap<String, Quantity> = [("cpu", cpu), ("memory", mem)]
@@ -234,7 +265,6 @@ impl PatchBuilder {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

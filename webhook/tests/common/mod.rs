@@ -24,7 +24,7 @@ pub const DIR: &str = "/var/run/rds-iam";
 pub const IMAGE: &str = "example.test/tokenagent:test";
 /// Fixtures the webhook allows. The first three are the original ones (the
 /// fuzz test indexes them); the others have several databases or `$(VAR)`.
-pub const FIXTURES: [&str; 8] = [
+pub const FIXTURES: [&str; 11] = [
     "deployment-pod.json",
     "irsa-pod.json",
     "plain-pod.json",
@@ -33,6 +33,9 @@ pub const FIXTURES: [&str; 8] = [
     "named-only-pod.json",
     "shared-line-pod.json",
     "dollar-pod.json",
+    "proxy-pod.json",
+    "pg-mysql-pod.json",
+    "mysql-pod.json",
 ];
 
 /// `serve` on loopback ports chosen by the kernel, with the given pair,
