@@ -2,7 +2,7 @@
 # The MySQL proxy's throughput against direct TLS, for BENCHMARKS.md: the
 # RDS-like MariaDB (testenv/mariadbrds), the release agent in proxy mode
 # (verify-full against the lab's CA), and mysqlslap (Debian mariadb-client)
-# running the same workload ROUNDS times each way, interleaved, in one run:
+# running the same workload ROUNDS times each way, in pairs, in one run:
 #   direct: TCP + TLS to the server, the agent's token as the password;
 #   proxy:  the agent's Unix socket, no password, TLS from the agent on.
 # Each mysqlslap run: CONCURRENCY clients, QUERIES queries in all, one login
@@ -10,9 +10,9 @@
 # Needs root and testenv/setup.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS="${ROUNDS:-5}"
+ROUNDS="${ROUNDS:-21}"
 CONCURRENCY="${CONCURRENCY:-4}"
-QUERIES="${QUERIES:-40000}"
+QUERIES="${QUERIES:-20000}"
 QUERY="${QUERY:-SELECT 1}"
 
 cargo build --release --locked -p rds-iam-tokenagent
@@ -58,19 +58,28 @@ proxy() {
 }
 seconds() { awk '/Average number of seconds to run all queries/ {print $(NF-1)}'; }
 
-echo "== $QUERIES x '$QUERY', $CONCURRENCY clients, $ROUNDS rounds each way (interleaved)"
+echo "== $QUERIES x '$QUERY', $CONCURRENCY clients, $ROUNDS rounds each way, in pairs"
 echo "== TLS of the direct connection: $(MYSQL_PWD="$(cat "$WORK/dir/token")" mariadb --no-defaults --protocol=TCP \
   --host=localhost --port="$PORT" --user=app_user --ssl-ca="$LAB/ca.crt" --ssl-verify-server-cert -N -B \
   -e "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME IN ('Ssl_version','Ssl_cipher') ORDER BY VARIABLE_NAME DESC")" | tr '\n' ' '
 echo
-d_all=(); p_all=()
+# The agent's CPU time (user + system clock ticks): only the proxy runs use it.
+agent_ticks() { awk '{print $14 + $15}' "/proc/$agent_pid/stat"; }
+ticks0=$(agent_ticks)
+d_all=(); p_all=(); r_all=()
 for r in $(seq "$ROUNDS"); do
-  d=$(direct | seconds); p=$(proxy | seconds)
-  d_all+=("$d"); p_all+=("$p")
-  echo "round $r: direct ${d}s ($(awk -v q="$QUERIES" -v s="$d" 'BEGIN {printf "%.0f", q/s}') q/s), proxy ${p}s ($(awk -v q="$QUERIES" -v s="$p" 'BEGIN {printf "%.0f", q/s}') q/s)"
+  # Alternate which side goes first, so that a drift of the machine's load
+  # favours neither.
+  if (( r % 2 )); then d=$(direct | seconds); p=$(proxy | seconds)
+  else p=$(proxy | seconds); d=$(direct | seconds); fi
+  d_all+=("$d"); p_all+=("$p"); r_all+=("$(awk -v d="$d" -v p="$p" 'BEGIN {print 100*d/p}')")
+  echo "round $r: direct ${d}s ($(awk -v q="$QUERIES" -v s="$d" 'BEGIN {printf "%.0f", q/s}') q/s), proxy ${p}s ($(awk -v q="$QUERIES" -v s="$p" 'BEGIN {printf "%.0f", q/s}') q/s), proxy/direct $(printf '%.1f' "${r_all[-1]}") %"
 done
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-dm=$(median "${d_all[@]}"); pm=$(median "${p_all[@]}")
-awk -v q="$QUERIES" -v d="$dm" -v p="$pm" 'BEGIN {
-  printf "median: direct %.0f q/s, proxy %.0f q/s: proxy = %.1f %% of direct\n", q/d, q/p, 100*d/p }'
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+dm=$(median "${d_all[@]}"); pm=$(median "${p_all[@]}"); ratio_m=$(median "${r_all[@]}")
+awk -v q="$QUERIES" -v d="$dm" -v p="$pm" -v r="$ratio_m" 'BEGIN {
+  printf "median: direct %.0f q/s, proxy %.0f q/s (%.1f %%); median of the rounds'"'"' proxy/direct: %.1f %%\n", q/d, q/p, 100*d/p, r }'
+awk -v t="$(( $(agent_ticks) - ticks0 ))" -v hz="$(getconf CLK_TCK)" -v n="$(( ROUNDS * QUERIES ))" 'BEGIN {
+  printf "agent CPU: %.1f s for %d proxied queries, %.1f us a query\n", t/hz, n, 1e6*t/hz/n }'
 echo "== agent: $(grep -E 'VmHWM|VmRSS' /proc/$agent_pid/status | tr -s ' \n' ' ')"
+echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -11,31 +11,12 @@ error on stderr.
 """
 
 import argparse
-import os
 import sys
 import time
 
-try:
-    import pymysql
-except ImportError as e:
-    print("PyMySQL: %s; run testenv/setup.sh (as root) to install the test dependencies" % e,
-          file=sys.stderr)
-    sys.exit(1)
-
-
-def connect_args():
-    env = os.environ
-    args = {"user": env["MYSQL_USER"], "connect_timeout": 30, "read_timeout": 30}
-    if env.get("MYSQL_UNIX_PORT"):
-        args["unix_socket"] = env["MYSQL_UNIX_PORT"]
-    else:
-        args["host"] = env.get("MYSQL_HOST") or "127.0.0.1"
-        args["port"] = int(env.get("MYSQL_TCP_PORT") or "3306")
-    if env.get("MYSQL_DATABASE"):
-        args["database"] = env["MYSQL_DATABASE"]
-    if env.get("MYSQL_PWD"):
-        args["password"] = env["MYSQL_PWD"]
-    return args
+# The probes' environment and PyMySQL come from the connect probe next to
+# this file (a script's own directory is on sys.path).
+from connect_pymysql import connect_args, one_line, pymysql
 
 
 def main():
@@ -44,7 +25,7 @@ def main():
     a = p.parse_args()
     queries = 0
     try:
-        conn = pymysql.connect(**connect_args())
+        conn = pymysql.connect(**connect_args(False), read_timeout=30)
         start = time.monotonic()
         first = None
         while True:
@@ -61,7 +42,7 @@ def main():
             time.sleep(1)
         conn.close()
     except Exception as e:  # report any failure, e.g. pymysql.err.OperationalError
-        print("PyMySQL after %d queries: %s: %s" % (queries, type(e).__name__, " ".join(str(e).split())),
+        print("PyMySQL after %d queries: %s: %s" % (queries, type(e).__name__, one_line(e)),
               file=sys.stderr)
         sys.exit(1)
     print("queries=%d connection_id=%s" % (queries, first))

@@ -15,13 +15,10 @@ import argparse
 import os
 import sys
 
-try:
-    import pymysql
-    from pymysql.optionfile import Parser
-except ImportError as e:
-    print("PyMySQL: %s; run testenv/setup.sh (as root) to install the test dependencies" % e,
-          file=sys.stderr)
-    sys.exit(1)
+# PyMySQL (with a hint to install it) comes from the connect probe next to
+# this file (a script's own directory is on sys.path).
+from connect_pymysql import one_line, pymysql
+from pymysql.optionfile import Parser
 
 
 def main():
@@ -54,7 +51,7 @@ def main():
         finally:
             conn.close()
     except Exception as e:  # report any failure, e.g. pymysql.err.OperationalError
-        print("PyMySQL: %s: %s" % (type(e).__name__, " ".join(str(e).split())), file=sys.stderr)
+        print("PyMySQL: %s: %s" % (type(e).__name__, one_line(e)), file=sys.stderr)
         sys.exit(1)
 
 

@@ -68,8 +68,10 @@ impl AgentBuilder {
 
     /// An env variable of the agent (credentials, `AWS_ENDPOINT_URL_STS` ...).
     pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
-        self.env
-            .push((key.to_owned(), value.as_ref().to_string_lossy().into_owned()));
+        self.env.push((
+            key.to_owned(),
+            value.as_ref().to_string_lossy().into_owned(),
+        ));
         self
     }
 
@@ -258,8 +260,14 @@ pub fn files_env(dir: &Path, host: &str, port: u16) -> Vec<(String, String)> {
         (CNF_ENV.to_owned(), file(rds_iam_common::MYSQL_CNF_FILE)),
         ("MYSQL_HOST".to_owned(), host.to_owned()),
         ("MYSQL_TCP_PORT".to_owned(), port.to_string()),
-        ("LIBMYSQL_ENABLE_CLEARTEXT_PLUGIN".to_owned(), "Y".to_owned()),
-        ("RDS_IAM_TOKEN_FILE".to_owned(), file(rds_iam_common::TOKEN_FILE)),
+        (
+            "LIBMYSQL_ENABLE_CLEARTEXT_PLUGIN".to_owned(),
+            "Y".to_owned(),
+        ),
+        (
+            "RDS_IAM_TOKEN_FILE".to_owned(),
+            file(rds_iam_common::TOKEN_FILE),
+        ),
     ]
 }
 
@@ -327,28 +335,31 @@ pub fn run_with_cnf(
             c
         }
         CnfClient::PyMysql => {
-            let mut c = Command::new(venv_python()?);
-            c.arg(require_file(
-                &repo_root().join("testenv/clients/mycnf_pymysql.py"),
-                "mycnf_pymysql.py",
-            )?);
-            if name != "default" {
-                c.arg(format!("--group=client_{name}"));
-            }
+            let mut c = mycnf_pymysql(name)?;
             c.args(["--sql", what]);
             c
         }
     };
-    let env: Vec<(OsString, OsString)> = env
-        .iter()
-        .map(|(k, v)| (k.into(), v.into()))
-        .collect();
+    let env: Vec<(OsString, OsString)> = env.iter().map(|(k, v)| (k.into(), v.into())).collect();
     let (status, stdout, stderr) =
         run_probe(&mut cmd, &env).with_context(|| format!("running {client:?}"))?;
     if !status.success() {
         bail!("{client:?} failed ({status}): {}", stderr.trim());
     }
     Ok(Output { stdout, stderr })
+}
+
+/// testenv/clients/mycnf_pymysql.py on the group of database `name`.
+fn mycnf_pymysql(name: &str) -> Result<Command> {
+    let mut c = Command::new(venv_python()?);
+    c.arg(require_file(
+        &repo_root().join("testenv/clients/mycnf_pymysql.py"),
+        "mycnf_pymysql.py",
+    )?);
+    if name != "default" {
+        c.arg(format!("--group=client_{name}"));
+    }
+    Ok(c)
 }
 
 /// An option-file reader, to read the agent's file back.
@@ -395,16 +406,8 @@ pub fn read_back(parser: Parser, file: &Path, name: &str) -> Result<Vec<(String,
             c
         }
         Parser::PyMysql => {
-            let mut c = Command::new(venv_python()?);
-            c.arg(require_file(
-                &repo_root().join("testenv/clients/mycnf_pymysql.py"),
-                "mycnf_pymysql.py",
-            )?);
-            c.arg(format!("--file={}", file.display()));
-            if name != "default" {
-                c.arg(format!("--group=client_{name}"));
-            }
-            c.arg("--print");
+            let mut c = mycnf_pymysql(name)?;
+            c.arg(format!("--file={}", file.display())).arg("--print");
             c
         }
     };

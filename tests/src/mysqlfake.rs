@@ -112,7 +112,10 @@ impl FakeMysql {
                 return Ok(r);
             }
             if start.elapsed() > timeout {
-                anyhow::bail!("{} connections finished within {timeout:?}, not {n}", r.len());
+                anyhow::bail!(
+                    "{} connections finished within {timeout:?}, not {n}",
+                    r.len()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -13,22 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use rds_iam_e2e::agentproc::{agent_command, run, wait_for_file, Ran};
 use rds_iam_e2e::pgrds::{free_port, Client, PgRds, HOST, REGION};
-use rds_iam_e2e::stubs::{self, Expiry, IssuedCreds, Mode, Stub};
+use rds_iam_e2e::stubs::{self, runtime, Expiry, IssuedCreds, Mode, Stub};
 
 const USER: &str = "app_user";
 const POD_IDENTITY_JWT: &str = "eyJhbGciOiJSUzI1NiJ9.pod-identity-secret.sig";
 const WEB_IDENTITY_JWT: &str = "eyJhbGciOiJSUzI1NiJ9.web-identity-secret.sig";
-
-fn rt() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
-}
 
 fn pg() -> &'static PgRds {
     static PG: OnceLock<PgRds> = OnceLock::new();
@@ -146,8 +135,8 @@ impl Drop for Running {
 /// (`SSL_CERT_FILE` here).
 #[test]
 fn credentials_over_https_are_verified() -> Result<()> {
-    let ep = rt().block_on(Stub::pod_identity())?;
-    let (front, ca) = rt().block_on(stubs::tls_front(ep.addr))?;
+    let ep = runtime().block_on(Stub::pod_identity())?;
+    let (front, ca) = runtime().block_on(stubs::tls_front(ep.addr))?;
     let home = tempfile::tempdir()?;
     let ca_file = home.path().join("ca.pem");
     fs::write(&ca_file, ca)?;
@@ -166,7 +155,7 @@ fn credentials_over_https_are_verified() -> Result<()> {
         "signed with the credentials from the HTTPS endpoint"
     );
     // With another CA the endpoint is not trusted.
-    let (_, other_ca) = rt().block_on(stubs::tls_front(ep.addr))?;
+    let (_, other_ca) = runtime().block_on(stubs::tls_front(ep.addr))?;
     let other = home.path().join("other-ca.pem");
     fs::write(&other, other_ca)?;
     let seen = ep.seen().len();
@@ -187,8 +176,8 @@ fn credentials_over_https_are_verified() -> Result<()> {
 
 #[test]
 fn once_refuses_credentials_that_expire_soon_or_have_expired() -> Result<()> {
-    let ep = rt().block_on(Stub::pod_identity())?;
-    let sts = rt().block_on(Stub::sts())?;
+    let ep = runtime().block_on(Stub::pod_identity())?;
+    let sts = runtime().block_on(Stub::sts())?;
     let cases: [(&Stub, Expiry, &str); 4] = [
         (&ep, Expiry::In(Duration::from_secs(120)), "expire in 11"),
         (&ep, Expiry::Ago(Duration::from_secs(3600)), "expired 360"),
@@ -222,7 +211,7 @@ fn once_refuses_credentials_that_expire_soon_or_have_expired() -> Result<()> {
 
 #[test]
 fn a_token_lives_no_longer_than_its_credentials_and_still_logs_in() -> Result<()> {
-    let ep = rt().block_on(Stub::pod_identity())?;
+    let ep = runtime().block_on(Stub::pod_identity())?;
     ep.set_lifetime(Duration::from_secs(600));
     let c = ep.creds();
     pg().add_key(&c.akid, &c.secret, Some(&c.session_token))?;
@@ -290,7 +279,7 @@ fn wait_port(port: u16, timeout: Duration) -> Result<()> {
 /// readiness and the probe follow the credentials' expiry, not 15 minutes.
 #[test]
 fn readiness_follows_credentials_that_run_out_during_an_outage() -> Result<()> {
-    let ep = rt().block_on(Stub::pod_identity())?;
+    let ep = runtime().block_on(Stub::pod_identity())?;
     ep.set_lifetime(Duration::from_secs(135));
     let home = tempfile::tempdir()?;
     let dir = tempfile::tempdir()?;
@@ -344,7 +333,7 @@ fn readiness_follows_credentials_that_run_out_during_an_outage() -> Result<()> {
 
 #[test]
 fn doctor_flags_expired_credentials() -> Result<()> {
-    let ep = rt().block_on(Stub::pod_identity())?;
+    let ep = runtime().block_on(Stub::pod_identity())?;
     ep.set_expiry(Expiry::Ago(Duration::from_secs(3600)));
     let home = tempfile::tempdir()?;
     let dir = tempfile::tempdir()?;
@@ -414,9 +403,9 @@ fn credential_process(home: &Path, json: &str) -> Result<std::path::PathBuf> {
 
 #[test]
 fn no_secret_reaches_the_logs_at_trace_level() -> Result<()> {
-    let sts = rt().block_on(Stub::sts())?;
-    let ep = rt().block_on(Stub::pod_identity())?;
-    let imds = rt().block_on(Stub::imds())?;
+    let sts = runtime().block_on(Stub::sts())?;
+    let ep = runtime().block_on(Stub::pod_identity())?;
+    let imds = runtime().block_on(Stub::imds())?;
     // The same credentials from every stub.
     let c = sts.creds();
     ep.set_creds(c.clone());
@@ -594,7 +583,7 @@ fn oversized_credentials_fail_once_promptly_and_never_crash_the_loop() -> Result
         );
     }
     // The long-running agent keeps retrying, with its backoff, without crashing.
-    let ep = rt().block_on(Stub::pod_identity())?;
+    let ep = runtime().block_on(Stub::pod_identity())?;
     let mut c = IssuedCreds::random(100);
     c.session_token = "B".repeat(70_000);
     ep.set_creds(c);
@@ -644,7 +633,7 @@ fn a_huge_credential_answer_is_not_read() -> Result<()> {
         .to_string(),
     );
     // Chunked: the long-running agent gives up after the cap, every time.
-    let padded = rt().block_on(stubs::padded_endpoint(json.clone(), PADDING, false))?;
+    let padded = runtime().block_on(stubs::padded_endpoint(json.clone(), PADDING, false))?;
     let home = tempfile::tempdir()?;
     let dir = tempfile::tempdir()?;
     let mut cmd = agent(home.path(), dir.path(), 5432)?;
@@ -675,7 +664,7 @@ fn a_huge_credential_answer_is_not_read() -> Result<()> {
         "{sent} bytes sent in {requests} requests"
     );
     // Declared length: refused before the body is read; --once fails fast.
-    let padded = rt().block_on(stubs::padded_endpoint(json, PADDING, true))?;
+    let padded = runtime().block_on(stubs::padded_endpoint(json, PADDING, true))?;
     let mut cmd = agent(home.path(), dir.path(), 5432)?;
     pod_identity(&mut cmd, home.path(), &format!("http://{}", padded.addr))?;
     let (r, _) = run_within(cmd.arg("--once"), Duration::from_secs(20))?;

@@ -13,24 +13,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use rds_iam_e2e::agentproc::{agent_command, run, wait_for_file, Ran};
 use rds_iam_e2e::pgrds::{free_port, repo_root, Client, PgRds, HOST, REGION};
-use rds_iam_e2e::stubs::{IssuedCreds, Mode, Stub};
+use rds_iam_e2e::stubs::{runtime, IssuedCreds, Mode, Stub};
 
 const USER: &str = "app_user";
 
 fn pg() -> &'static PgRds {
     static PG: OnceLock<PgRds> = OnceLock::new();
     PG.get_or_init(|| PgRds::start(&[USER, "other_user"]).expect("start the RDS-like PostgreSQL"))
-}
-
-fn rt() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
 }
 
 /// The agent command for `pg()`, writing into `dir`.
@@ -153,7 +142,7 @@ fn agent_tokens_are_rejected_when_wrong() -> Result<()> {
 
 #[test]
 fn irsa_web_identity_against_local_sts() -> Result<()> {
-    let sts = rt().block_on(Stub::sts())?;
+    let sts = runtime().block_on(Stub::sts())?;
     let c = sts.creds();
     pg().add_key(&c.akid, &c.secret, Some(&c.session_token))?;
     let home = tempfile::tempdir()?;
@@ -182,7 +171,7 @@ fn irsa_web_identity_against_local_sts() -> Result<()> {
 
 #[test]
 fn irsa_sts_denied_is_reported() -> Result<()> {
-    let sts = rt().block_on(Stub::sts())?;
+    let sts = runtime().block_on(Stub::sts())?;
     sts.set_mode(Mode::Deny);
     let home = tempfile::tempdir()?;
     let dir = tempfile::tempdir()?;
@@ -240,7 +229,7 @@ fn irsa_against_moto_sts() -> Result<()> {
 
 #[test]
 fn eks_pod_identity_against_local_endpoint() -> Result<()> {
-    let ep = rt().block_on(Stub::pod_identity())?;
+    let ep = runtime().block_on(Stub::pod_identity())?;
     let c = ep.creds();
     pg().add_key(&c.akid, &c.secret, Some(&c.session_token))?;
     let home = tempfile::tempdir()?;
@@ -290,7 +279,7 @@ fn profile_credentials() -> Result<()> {
 
 #[test]
 fn imds_credentials() -> Result<()> {
-    let imds = rt().block_on(Stub::imds())?;
+    let imds = runtime().block_on(Stub::imds())?;
     let c = imds.creds();
     pg().add_key(&c.akid, &c.secret, Some(&c.session_token))?;
     let home = tempfile::tempdir()?;

@@ -6,12 +6,11 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use rds_iam_e2e::agentproc::{agent_command, run, wait_for_file};
-use rds_iam_e2e::stubs::{Mode, Stub};
+use rds_iam_e2e::stubs::{runtime, Mode, Stub};
 use rds_iam_tokenagent::{pgpass, token};
 
 const SESSION_TOKEN_PART: &str = "FwoGZXIvYXdzE";
@@ -29,17 +28,6 @@ fn agent(home: &Path, dir: &Path) -> Result<Command> {
         )
         .env("AWS_SESSION_TOKEN", SESSION_TOKEN_PART.repeat(80));
     Ok(cmd)
-}
-
-fn rt() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
 }
 
 fn signal(child: &Child, sig: &str) -> Result<()> {
@@ -169,7 +157,7 @@ fn sigterm_during_once_never_leaves_temporary_files() -> Result<()> {
 
 #[test]
 fn once_waiting_for_credentials_stops_cleanly_on_sigterm_and_sighup() -> Result<()> {
-    let ep = rt().block_on(Stub::pod_identity())?;
+    let ep = runtime().block_on(Stub::pod_identity())?;
     ep.set_mode(Mode::Hang);
     for sig in ["TERM", "HUP", "INT"] {
         let home = tempfile::tempdir()?;
@@ -237,7 +225,7 @@ fn sighup_ends_the_loop_cleanly_with_a_log_line() -> Result<()> {
 
 #[test]
 fn log_lines_have_no_colour_codes_and_an_rfc3339_expiry() -> Result<()> {
-    let ep = rt().block_on(Stub::pod_identity())?;
+    let ep = runtime().block_on(Stub::pod_identity())?;
     for format in ["text", "json"] {
         let home = tempfile::tempdir()?;
         let dir = tempfile::tempdir()?;

@@ -14,6 +14,7 @@
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -93,7 +94,11 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 fn my_cnf_reads_back_exactly_in_every_parser() {
     let token = token_alphabet_string(2048);
     let named_token = token_alphabet_string(2200);
-    for c in ('A'..='Z').chain('a'..='z').chain('0'..='9').chain("-_.~%:/?&=".chars()) {
+    for c in ('A'..='Z')
+        .chain('a'..='z')
+        .chain('0'..='9')
+        .chain("-_.~%:/?&=".chars())
+    {
         assert!(token.contains(c), "the token lacks {c:?}");
     }
     // Values that need MySQL's quoting: a quote, a '#' (a comment outside
@@ -164,28 +169,34 @@ fn my_cnf_reads_back_exactly_in_every_parser() {
 #[test]
 fn a_password_too_long_for_one_line_is_left_out_not_cut() {
     let fits = token_alphabet_string(4094 - "password=\"\"".len());
-    let (_d, file) = render(
-        &[(
-            endpoint("default", APP, None, SslMode::Require),
-            Some(&fits),
-        )],
-        "/ca.pem",
-    );
+    let with_token = |token: &str| {
+        render(
+            &[(
+                endpoint("default", APP, None, SslMode::Require),
+                Some(token),
+            )],
+            "/ca.pem",
+        )
+    };
+    let (_d, file) = with_token(&fits);
     let text = fs::read_to_string(&file).expect("read");
     assert!(text.lines().any(|l| l.len() == 4094), "{text}");
     let got = read_back(Parser::MyPrintDefaults, &file, "default").expect("read back");
-    assert!(got.contains(&("password".to_owned(), fits.clone())), "{got:?}");
+    assert!(
+        got.contains(&("password".to_owned(), fits.clone())),
+        "{got:?}"
+    );
 
     let long = format!("{fits}x");
-    let (_d, file) = render(
-        &[(
-            endpoint("default", APP, None, SslMode::Require),
-            Some(&long),
-        )],
-        "/ca.pem",
-    );
+    let (_d, file) = with_token(&long);
     let text = fs::read_to_string(&file).expect("read");
-    assert!(text.contains(&format!("\n# No password: the token is {} bytes", long.len())), "{text}");
+    assert!(
+        text.contains(&format!(
+            "\n# No password: the token is {} bytes",
+            long.len()
+        )),
+        "{text}"
+    );
     let got = read_back(Parser::MyPrintDefaults, &file, "default").expect("read back");
     let keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
@@ -202,13 +213,23 @@ fn a_password_too_long_for_one_line_is_left_out_not_cut() {
             "loose-ssl-verify-server-cert"
         ]
     );
-    assert!(got.contains(&("password".to_owned(), String::new())), "{got:?}");
+    assert!(
+        got.contains(&("password".to_owned(), String::new())),
+        "{got:?}"
+    );
 
     // What the agent avoids: the same line written anyway is cut.
     let cut = tempfile::NamedTempFile::new().expect("temp");
     fs::write(cut.path(), format!("[client]\npassword=\"{long}\"\n")).expect("write");
     let got = read_back(Parser::MyPrintDefaults, cut.path(), "default").expect("read back");
-    assert_eq!(got.len(), 2, "{:?}", got.iter().map(|(k, _)| &k[..10.min(k.len())]).collect::<Vec<_>>());
+    assert_eq!(
+        got.len(),
+        2,
+        "{:?}",
+        got.iter()
+            .map(|(k, _)| &k[..10.min(k.len())])
+            .collect::<Vec<_>>()
+    );
     assert_ne!(got[0].1, long);
 }
 
@@ -238,15 +259,26 @@ fn clients_log_in_with_the_injected_env_and_the_file() {
         .expect("agent");
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     let token = fs::read_to_string(dir.path().join("token")).expect("token");
-    assert!(token.len() >= 2048, "a long session token: {} bytes", token.len());
+    let cnf = fs::metadata(dir.path().join("my.cnf")).expect("my.cnf");
+    assert_eq!(cnf.permissions().mode() & 0o7777, 0o600, "my.cnf's mode");
+    assert!(
+        token.len() >= 2048,
+        "a long session token: {} bytes",
+        token.len()
+    );
     let env = rds_iam_e2e::mysqlagent::files_env(dir.path(), db.host(), db.port());
 
-    let tls_row = |out: &rds_iam_e2e::mysqlagent::Output, user: &str, database: &str, what: &str| {
-        let rows = out.rows();
-        assert_eq!(rows.len(), 1, "{what}: {out:?}");
-        assert_eq!(rows[0][..2], [format!("{user}@%"), database.to_owned()], "{what}");
-        assert!(rows[0][2].starts_with("TLSv1."), "{what}: {:?}", rows[0]);
-    };
+    let tls_row =
+        |out: &rds_iam_e2e::mysqlagent::Output, user: &str, database: &str, what: &str| {
+            let rows = out.rows();
+            assert_eq!(rows.len(), 1, "{what}: {out:?}");
+            assert_eq!(
+                rows[0][..2],
+                [format!("{user}@%"), database.to_owned()],
+                "{what}"
+            );
+            assert!(rows[0][2].starts_with("TLSv1."), "{what}: {:?}", rows[0]);
+        };
     let out = run_with_cnf(CnfClient::Mariadb, &env, "default", TLS_SQL).expect("mariadb");
     tls_row(&out, APP, APP, "mariadb [client]");
     let out = run_with_cnf(CnfClient::Mariadb, &env, "reports", TLS_SQL).expect("mariadb reports");
@@ -306,18 +338,39 @@ fn only_clients_that_insist_on_tls_keep_the_token_from_a_server_without_it() {
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     let env = rds_iam_e2e::mysqlagent::files_env(dir.path(), "127.0.0.1", fake.port());
     let token = |name: &str| {
-        let f = if name == "default" { "token".to_owned() } else { format!("{name}.token") };
+        let f = if name == "default" {
+            "token".to_owned()
+        } else {
+            format!("{name}.token")
+        };
         fs::read_to_string(dir.path().join(f)).expect("token")
     };
     let cases = [
-        (CnfClient::PyMysql, "default", "SSL is required but the server doesn't support it"),
-        (CnfClient::PyMysql, "req", "SSL is required but the server doesn't support it"),
-        (CnfClient::Mariadb, "default", "SSL is required, but the server does not support it"),
+        (
+            CnfClient::PyMysql,
+            "default",
+            "SSL is required but the server doesn't support it",
+        ),
+        (
+            CnfClient::PyMysql,
+            "req",
+            "SSL is required but the server doesn't support it",
+        ),
+        (
+            CnfClient::Mariadb,
+            "default",
+            "SSL is required, but the server does not support it",
+        ),
     ];
     for (i, (client, name, want)) in cases.into_iter().enumerate() {
         let err = run_with_cnf(client, &env, name, "select 1").expect_err("must fail");
-        assert!(format!("{err:#}").contains(want), "{client:?} {name}: {err:#}");
-        let sent = fake.wait_for(i + 1, Duration::from_secs(10)).expect("connection");
+        assert!(
+            format!("{err:#}").contains(want),
+            "{client:?} {name}: {err:#}"
+        );
+        let sent = fake
+            .wait_for(i + 1, Duration::from_secs(10))
+            .expect("connection");
         // Nothing at all: not even the handshake response.
         assert_eq!(sent[i], b"", "{client:?} {name} sent something");
     }
@@ -325,7 +378,9 @@ fn only_clients_that_insist_on_tls_keep_the_token_from_a_server_without_it() {
     // TLS without checking the certificate.
     let err = run_with_cnf(CnfClient::Mariadb, &env, "req", "select 1").expect_err("no server");
     assert!(format!("{err:#}").contains("Lost connection"), "{err:#}");
-    let sent = fake.wait_for(4, Duration::from_secs(10)).expect("connection");
+    let sent = fake
+        .wait_for(4, Duration::from_secs(10))
+        .expect("connection");
     assert!(contains(&sent[3], APP.as_bytes()), "{:?}", sent[3]);
     assert!(
         contains(&sent[3], token("req").as_bytes()),

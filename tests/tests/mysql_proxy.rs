@@ -19,10 +19,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rds_iam_e2e::mariadbrds::{run_mariadb_args, MariaDbRds};
 use rds_iam_e2e::mysqlagent::{mysql_spec, wait_for_change, Agent, Held};
-use rds_iam_e2e::mysqlclients::{mysql_env, run_kill_query, run_mysql_client, MysqlAddr, MysqlClient};
+use rds_iam_e2e::mysqlclients::{
+    mysql_env, run_kill_query, run_mysql_client, MysqlAddr, MysqlClient,
+};
 use rds_iam_e2e::mysqlfake::{contains, FakeMysql, FakeTls};
 use rds_iam_e2e::rdslab::free_port;
-use rds_iam_e2e::stubs::{IssuedCreds, Stub};
+use rds_iam_e2e::stubs::{runtime, IssuedCreds, Stub};
 
 const APP: &str = "app_user";
 const OTHER: &str = "other_user";
@@ -42,17 +44,6 @@ fn lab() -> &'static MariaDbRds {
         ))
         .unwrap_or_else(|e| panic!("{e:#}"));
         db
-    })
-}
-
-fn rt() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime")
     })
 }
 
@@ -123,7 +114,11 @@ fn every_client_logs_in_through_the_proxy_with_no_password() {
         if kind == MysqlClient::PyMysqlOptionFile {
             continue;
         }
-        let env = if kind.supports_unix_socket() { &socket } else { &tcp };
+        let env = if kind.supports_unix_socket() {
+            &socket
+        } else {
+            &tcp
+        };
         assert!(!env.iter().any(|(k, _)| k == "MYSQL_PWD"));
         let who = run_mysql_client(kind, env).unwrap_or_else(|e| panic!("{kind:?}: {e:#}"));
         assert_eq!(who, format!("{APP}@%"), "{kind:?}");
@@ -195,7 +190,7 @@ fn expiry(token: &str) -> SystemTime {
 #[test]
 fn a_session_outlives_its_token_and_new_logins_follow_every_refresh() {
     let db = lab();
-    let sts = rt().block_on(Stub::sts()).expect("STS stub");
+    let sts = runtime().block_on(Stub::sts()).expect("STS stub");
     sts.set_lifetime(Duration::from_secs(180));
     let c = sts.creds();
     db.add_key(&c.akid, &c.secret, Some(&c.session_token))
@@ -262,9 +257,8 @@ fn the_token_never_goes_to_a_server_without_tls() {
     let notls = FakeMysql::start(FakeTls::NotOffered).expect("fake");
     let broken = FakeMysql::start(FakeTls::Broken).expect("fake");
     let c = IssuedCreds::random(100);
-    let fake = |name: &str, port: u16| {
-        mysql_spec(name, APP, "127.0.0.1", port, None, "&mode=proxy")
-    };
+    let fake =
+        |name: &str, port: u16| mysql_spec(name, APP, "127.0.0.1", port, None, "&mode=proxy");
     let agent = Agent::builder()
         .db(fake("notls", notls.port()))
         .db(fake("broken", broken.port()))
@@ -294,14 +288,22 @@ fn the_token_never_goes_to_a_server_without_tls() {
         for kind in [MysqlClient::Cli, MysqlClient::PyMysql] {
             let err = run_mysql_client(kind, &env).expect_err("must be refused");
             let err = format!("{err:#}");
-            assert!(err.contains("1043") && err.contains(want), "{kind:?} {name}: {err}");
+            assert!(
+                err.contains("1043") && err.contains(want),
+                "{kind:?} {name}: {err}"
+            );
         }
-        let sent = server.wait_for(2, Duration::from_secs(10)).expect("connections");
+        let sent = server
+            .wait_for(2, Duration::from_secs(10))
+            .expect("connections");
         let token = agent.token(name).expect("token");
         for s in &sent {
             assert!(!contains(s, token.as_bytes()), "{name}: the token was sent");
             if *name == "notls" {
-                assert_eq!(s, b"", "{name}: the proxy sent something after the greeting");
+                assert_eq!(
+                    s, b"",
+                    "{name}: the proxy sent something after the greeting"
+                );
             } else {
                 // The SSLRequest (32 bytes, CLIENT_SSL set), then TLS
                 // records of the handshake and an alert, never application
@@ -343,9 +345,23 @@ fn errors_are_mysql_error_packets_naming_the_cause_and_the_agent_serves_on() {
         .db(proxied("default", APP, Some(APP), ""))
         .db(proxied("native", NATIVE, None, ""))
         .db(proxied("ed", ED, None, ""))
-        .db(mysql_spec("down", APP, "127.0.0.1", down, None, "&mode=proxy"))
+        .db(mysql_spec(
+            "down",
+            APP,
+            "127.0.0.1",
+            down,
+            None,
+            "&mode=proxy",
+        ))
         // other_user's tokens must be signed for localhost, not 127.0.0.1.
-        .db(mysql_spec("wronghost", OTHER, "127.0.0.1", p, None, "&mode=proxy"))
+        .db(mysql_spec(
+            "wronghost",
+            OTHER,
+            "127.0.0.1",
+            p,
+            None,
+            "&mode=proxy",
+        ))
         .creds(&c)
         .start()
         .expect("agent");
@@ -394,9 +410,8 @@ fn errors_are_mysql_error_packets_naming_the_cause_and_the_agent_serves_on() {
         let err = run_mysql_client(MysqlClient::Cli, &via_socket(&agent, name, user))
             .expect_err("must be refused");
         assert!(format!("{err:#}").contains(want), "{name}: {err:#}");
-        let series = format!(
-            "rds_iam_proxy_connections_failed_total{{db=\"{name}\",cause=\"{cause}\"}}"
-        );
+        let series =
+            format!("rds_iam_proxy_connections_failed_total{{db=\"{name}\",cause=\"{cause}\"}}");
         assert_eq!(agent.metric(&series).expect("metric"), 1, "{series}");
         good();
     }
@@ -430,7 +445,10 @@ fn a_client_beyond_the_connection_limit_gets_an_error_packet() {
         .expect("metric")
         == 0
     {
-        assert!(start.elapsed() < Duration::from_secs(20), "the held session never started");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the held session never started"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let err = run_mysql_client(MysqlClient::Cli, &env).expect_err("over the limit");
@@ -439,5 +457,8 @@ fn a_client_beyond_the_connection_limit_gets_an_error_packet() {
         "{err:#}"
     );
     held.wait().expect("the held session");
-    assert_eq!(run_mysql_client(MysqlClient::Cli, &env).expect("after"), format!("{APP}@%"));
+    assert_eq!(
+        run_mysql_client(MysqlClient::Cli, &env).expect("after"),
+        format!("{APP}@%")
+    );
 }

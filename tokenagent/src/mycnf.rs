@@ -322,11 +322,16 @@ mod tests {
             "{text}"
         );
         let text = render_group(&group(&orders, SslMode::VerifyFull, Some("/ca"))).unwrap();
-        assert!(text.contains("\nloose-ssl-mode=VERIFY_IDENTITY\n"), "{text}");
+        assert!(
+            text.contains("\nloose-ssl-mode=VERIFY_IDENTITY\n"),
+            "{text}"
+        );
         // A CA given to a require group is written (inherited otherwise).
         let text = render_group(&group(&orders, SslMode::Require, Some("/ca"))).unwrap();
         assert!(
-            text.contains("\nssl-ca=\"/ca\"\nloose-ssl-mode=REQUIRED\nloose-ssl-verify-server-cert=OFF\n"),
+            text.contains(
+                "\nssl-ca=\"/ca\"\nloose-ssl-mode=REQUIRED\nloose-ssl-verify-server-cert=OFF\n"
+            ),
             "{text}"
         );
     }

@@ -364,7 +364,10 @@ mod tests {
         let sock = e.socket_path(&d.path().display().to_string());
         let e = [e];
         let err = probe(d.path(), &e, Duration::ZERO, at(0)).unwrap_err();
-        assert!(err.to_string().contains("mysqld.sock does not answer"), "{err}");
+        assert!(
+            err.to_string().contains("mysqld.sock does not answer"),
+            "{err}"
+        );
         fs::write(&sock, "").unwrap();
         let err = probe(d.path(), &e, Duration::ZERO, at(0)).unwrap_err();
         assert!(err.to_string().contains("it is not a socket"), "{err}");

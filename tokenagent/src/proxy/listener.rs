@@ -254,7 +254,10 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, engine: rds_iam_com
         let mut buf = Vec::new();
         loop {
             match pg_wire::parse_initial(&buf) {
-                Ok(pg_wire::Parsed::Done(pg_wire::Initial::SslRequest | pg_wire::Initial::GssEncRequest, n)) => {
+                Ok(pg_wire::Parsed::Done(
+                    pg_wire::Initial::SslRequest | pg_wire::Initial::GssEncRequest,
+                    n,
+                )) => {
                     buf.drain(..n);
                     s.write_all(b"N").await?;
                 }
