@@ -499,7 +499,7 @@ fn long_running_agent_serves_health_and_stops_on_sigterm() -> Result<()> {
         .read_to_string(&mut log)?;
     let token = fs::read_to_string(dir.path().join("token"))?;
     assert!(
-        log.contains("token refreshed") && log.contains("received SIGTERM"),
+        log.contains("token refreshed") && log.contains("SIGTERM received"),
         "{log}"
     );
     assert_no_secrets_in(&log, &[&token, &c.secret, &c.session_token]);

@@ -193,7 +193,7 @@ fn once_waiting_for_credentials_stops_cleanly_on_sigterm_and_sighup() -> Result<
         assert_eq!(status.code(), Some(1), "SIG{sig}: {status}\n{log}");
         assert!(took < Duration::from_secs(1), "SIG{sig} took {took:?}");
         assert!(
-            log.contains(&format!("received SIG{sig}"))
+            log.contains(&format!("SIG{sig} received"))
                 && log.contains("shut down before the refresh finished"),
             "SIG{sig}: {log}"
         );
@@ -215,7 +215,7 @@ fn sighup_ends_the_loop_cleanly_with_a_log_line() -> Result<()> {
     let log = stderr_of(&mut child)?;
     assert!(status.success(), "{status}\n{log}");
     assert!(
-        log.contains("received SIGHUP") && log.contains("shutting down"),
+        log.contains("SIGHUP received") && log.contains("shutting down"),
         "{log}"
     );
     check_files(dir.path())?;
