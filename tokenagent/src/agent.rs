@@ -619,7 +619,7 @@ mod tests {
             dbs,
             dir.to_owned(),
             vec![CredGroup { source, members }],
-            outputs::all(&dir.display().to_string()),
+            outputs::all(&dir.display().to_string(), None),
         );
         Harness {
             agent,

@@ -76,11 +76,12 @@ pub async fn build(cfg: &AgentConfig) -> Result<Built, BuildError> {
         });
     }
     let dir = cfg.dir.display().to_string();
+    let ca = cfg.proxy.ca_file.as_ref().map(|p| p.display().to_string());
     let agent = Agent::new(
         cfg.databases.clone(),
         cfg.dir.clone(),
         groups,
-        outputs::all(&dir),
+        outputs::all(&dir, ca.as_deref()),
     );
     agent.seed_from_disk(SystemTime::now());
     let (proxy, proxy_metrics) = if cfg.once {

@@ -517,9 +517,10 @@ fn target_env(databases: &[Endpoint], ca_file: Option<&str>) -> Vec<EnvVar> {
             &file(&d.name.token_file()),
         ));
         match (d.engine, d.access.mode) {
-            (Engine::Postgres, _) => {
-                env.push(var(&format!("RDS_IAM_{key}_URL"), &d.client_url(DIR)))
-            }
+            (Engine::Postgres, _) => env.push(var(
+                &format!("RDS_IAM_{key}_URL"),
+                &d.client_url(DIR, ca_file),
+            )),
             (Engine::Mysql, Mode::Proxy) => env.push(var(
                 &format!("RDS_IAM_{key}_MYSQL_UNIX_PORT"),
                 &d.socket_path(DIR),

@@ -3,8 +3,8 @@
 //! A Unix socket listens only once its mode is 0600, so only the agent's UID,
 //! which is the app's, can ever connect. A loopback TCP port is optional.
 //!
-//! Beyond `--max-connections`, a new client gets an ErrorResponse and the
-//! agent keeps serving the others. On shutdown the listeners close at once;
+//! Beyond `--max-connections`, a new client gets an ErrorResponse (an ERR
+//! packet for MySQL) and the agent keeps serving the others. On shutdown the listeners close at once;
 //! open sessions get up to `--max-sigterm-delay` to finish (0 for a native
 //! sidecar, whose app has already exited), then they are cut.
 
@@ -22,7 +22,7 @@ use tokio::sync::{watch, Semaphore};
 use super::metrics::Failure;
 use super::pg_wire::{self, sqlstate};
 use super::upstream::Upstream;
-use super::{mysql_session, pg_session};
+use super::{mysql_session, mysql_wire, pg_session};
 
 /// Where a database's proxy listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,10 +217,11 @@ async fn accept_loop(
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             up.metrics.failed(&db, Failure::Limit);
             if let Ok(r) = refusals.clone().try_acquire_owned() {
+                let engine = up.source.endpoint.engine;
                 tokio::spawn(async move {
                     match conn {
-                        Conn::Unix(s) => refuse(s).await,
-                        Conn::Tcp(s) => refuse(s).await,
+                        Conn::Unix(s) => refuse(s, engine).await,
+                        Conn::Tcp(s) => refuse(s, engine).await,
                     }
                     drop(r);
                 });
@@ -249,14 +250,33 @@ async fn serve(conn: Conn, up: Arc<Upstream>) {
     }
 }
 
-/// Reads the client's first packets (so it is listening for the answer),
-/// then answers with "too many connections".
-async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
+/// Answers with "too many connections": a MySQL client at once (the server
+/// speaks first, so an ERR packet takes the greeting's place); a PostgreSQL
+/// client after its first packets, so it is listening for the answer.
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, engine: rds_iam_common::Engine) {
+    const MESSAGE: &str = "too many connections to the rds-iam proxy";
+    const HINT: &str = "the agent's --max-connections (RDS_IAM_MAX_CONNECTIONS) is reached; close idle connections or raise the limit";
+    if engine == rds_iam_common::Engine::Mysql {
+        let err = mysql_wire::err_payload(
+            mysql_wire::code::TOO_MANY_CONNECTIONS,
+            "08004",
+            &format!("{MESSAGE}: {HINT}"),
+        );
+        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
+            s.write_all(&mysql_wire::packet(0, &err)).await?;
+            s.shutdown().await
+        })
+        .await;
+        return;
+    }
     let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
         let mut buf = Vec::new();
         loop {
             match pg_wire::parse_initial(&buf) {
-                Ok(pg_wire::Parsed::Done(pg_wire::Initial::SslRequest | pg_wire::Initial::GssEncRequest, n)) => {
+                Ok(pg_wire::Parsed::Done(
+                    pg_wire::Initial::SslRequest | pg_wire::Initial::GssEncRequest,
+                    n,
+                )) => {
                     buf.drain(..n);
                     s.write_all(b"N").await?;
                 }
@@ -271,11 +291,7 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
                 _ => break,
             }
         }
-        let msg = pg_wire::error_response(
-            sqlstate::TOO_MANY_CONNECTIONS,
-            "too many connections to the rds-iam proxy",
-            Some("the agent's --max-connections (RDS_IAM_MAX_CONNECTIONS) is reached; close idle connections or raise the limit"),
-        );
+        let msg = pg_wire::error_response(sqlstate::TOO_MANY_CONNECTIONS, MESSAGE, Some(HINT));
         s.write_all(&msg).await?;
         s.shutdown().await
     })
