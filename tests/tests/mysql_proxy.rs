@@ -293,6 +293,13 @@ fn the_token_never_goes_to_a_server_without_tls() {
                 err.contains("1043") && err.contains(want),
                 "{kind:?} {name}: {err}"
             );
+            assert!(
+                *name != "broken"
+                    || err.contains(
+                        "likely cause: the server and the agent share no TLS version or cipher"
+                    ),
+                "{kind:?} {name}: {err}"
+            );
         }
         let sent = server
             .wait_for(2, Duration::from_secs(10))

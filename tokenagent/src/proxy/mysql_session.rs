@@ -196,7 +196,10 @@ where
             .connect(up.server_name.clone(), tcp)
             .await
             .map_err(|e| {
-                format!("TLS handshake failed: {e}; the token is never sent without TLS")
+                format!(
+                    "TLS handshake failed: {e}; the token is never sent without TLS; likely cause: {}",
+                    up.handshake_hint()
+                )
             })?;
         tls.write_all(&mysql_wire::packet(2, &upstream_resp.encode()))
             .await
