@@ -12,8 +12,9 @@ step() { printf '\n==> %s\n' "$*"; }
 step "installing test dependencies (testenv/setup.sh)"
 bash testenv/setup.sh
 
-step "cargo fmt --check"
+step "cargo fmt --check (the workspace, and the fuzz crate, which has its own workspace)"
 cargo fmt --all --check
+cargo fmt --manifest-path fuzz/Cargo.toml --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -3,7 +3,9 @@
 //! A line is `hostname:port:database:username:password`. libpq reads a
 //! backslash as "take the next character literally", so `\` is written as `\\`
 //! and `:` as `\:`. Backslashes are escaped first, so that the backslash added
-//! before a `:` is not itself doubled.
+//! before a `:` is not itself doubled. libpq also reads a field that is
+//! exactly `*` as "any value" and a line that starts with `#` as a comment,
+//! so such a field gets a backslash in front, which makes it literal.
 
 /// Errors building a passfile line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -11,11 +13,17 @@ pub enum PgpassError {
     /// A newline or carriage return would start a second entry.
     #[error("the {field} contains a line break, which would add a line to pgpass")]
     LineBreak { field: &'static str },
+    /// libpq reads a line as a C string: a NUL ends it early.
+    #[error("the {field} contains a NUL byte, which would cut its pgpass line short")]
+    Nul { field: &'static str },
 }
 
 /// Escapes one field for a passfile.
 pub fn escape_field(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 8);
+    if value == "*" || value.starts_with('#') {
+        out.push('\\');
+    }
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -28,11 +36,15 @@ pub fn escape_field(value: &str) -> String {
 
 /// Builds the one-line passfile `host:port:*:user:token\n`.
 ///
-/// Refuses any field with a line break: a pgpass holds exactly one entry.
+/// Refuses any field with a line break or a NUL: a line holds exactly one
+/// entry.
 pub fn line(host: &str, port: u16, user: &str, token: &str) -> Result<String, PgpassError> {
     for (field, value) in [("host", host), ("user", user), ("token", token)] {
         if value.contains(['\n', '\r']) {
             return Err(PgpassError::LineBreak { field });
+        }
+        if value.contains('\0') {
+            return Err(PgpassError::Nul { field });
         }
     }
     Ok(format!(
@@ -120,6 +132,29 @@ mod tests {
         );
     }
 
+    /// The pgpass fuzz target's model of libpq (fuzz/src/pgpass.rs) found a
+    /// line that libpq skips (a host starting with `#`); a user `*` (any
+    /// user to libpq) and a NUL (which ends libpq's line) break it too.
+    #[test]
+    fn libpq_specials_stay_literal() {
+        let l = line("#h", 5432, "*", "*").unwrap();
+        assert_eq!(l, "\\#h:5432:*:\\*:\\*\n");
+        assert_eq!(
+            parse_line(&l),
+            Some(["#h", "5432", "*", "*", "*"].map(String::from))
+        );
+        assert_eq!(escape_field("a#*"), "a#*");
+        assert_eq!(escape_field("**"), "**");
+        assert_eq!(
+            line("h", 1, "u", "t\0x"),
+            Err(PgpassError::Nul { field: "token" })
+        );
+        assert_eq!(
+            line("h\0", 1, "u", "t"),
+            Err(PgpassError::Nul { field: "host" })
+        );
+    }
+
     #[test]
     fn parse_follows_libpq() {
         // Hand-written lines as libpq reads them.
@@ -144,9 +179,9 @@ mod tests {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
         #[test]
         fn round_trip_through_libpq_rules(
-            host in "([^\n\r#][^\n\r]{0,39})?",
-            user in "[^\n\r]{0,40}",
-            token in "[^\n\r]{0,200}",
+            host in "[^\n\r\x00]{0,40}",
+            user in "[^\n\r\x00]{0,40}",
+            token in "[^\n\r\x00]{0,200}",
             port in 1u16..,
         ) {
             let l = line(&host, port, &user, &token).unwrap();
@@ -165,6 +200,9 @@ mod tests {
                 Ok(l) => proptest::prop_assert_eq!(l.lines().count(), 1),
                 Err(PgpassError::LineBreak { .. }) => {
                     proptest::prop_assert!(user.contains(['\n', '\r']) || token.contains(['\n', '\r']))
+                }
+                Err(PgpassError::Nul { .. }) => {
+                    proptest::prop_assert!(user.contains('\0') || token.contains('\0'))
                 }
             }
         }

@@ -610,26 +610,12 @@ fn complete(name: DbName, draft: DbDraft, names: &[DbName]) -> Result<DbRequest,
 
 /// Denies a key that is not an annotation of ours, with the closest valid key.
 fn unknown_key<'a>(key: &str, names: impl Iterator<Item = &'a DbName>) -> Denial {
-    let mut valid: Vec<String> = POD_KEYS
-        .iter()
-        .map(|k| format!("{PREFIX}{}", k.field))
-        .chain(MARKS.iter().map(|m| m.to_string()))
-        .collect();
-    valid.extend(
-        DB_KEYS
-            .iter()
-            .map(|k| db_key(&DbName::default_db(), k.field)),
-    );
-    for name in names {
-        valid.extend(DB_KEYS.iter().map(|k| db_key(name, k.field)));
-    }
-    valid.sort();
-    valid.dedup();
-    let best = valid
-        .iter()
-        .map(|v| (distance(v, key), v))
+    let limit = (key.len() - PREFIX.len()).div_ceil(2).max(2);
+    let best = hint_candidates(key.chars().count(), limit, names)
+        .into_iter()
+        .map(|v| (distance(&v, key), v))
         .min()
-        .filter(|(d, _)| *d <= (key.len() - PREFIX.len()).div_ceil(2).max(2));
+        .filter(|(d, _)| *d <= limit);
     let fields: Vec<&str> = DB_KEYS.iter().map(|k| k.field).collect();
     let pod: Vec<String> = POD_KEYS
         .iter()
@@ -647,6 +633,37 @@ fn unknown_key<'a>(key: &str, names: impl Iterator<Item = &'a DbName>) -> Denial
             pod.join(", ")
         ),
     )
+}
+
+/// The valid keys a "did you mean" hint for a key of `key_chars` characters
+/// may name, at most `limit` edits away: the pod-wide keys, the marks, and
+/// the keys of the default database and of the first `MAX_DATABASES` names
+/// (a pod with more is refused anyway), sorted. A key whose length differs
+/// by more than `limit` is left out, as it is at least that many edits away.
+/// So a pod cannot make the hint cost more than about a hundred short
+/// distances, however many names and however long a key it sends.
+fn hint_candidates<'a>(
+    key_chars: usize,
+    limit: usize,
+    names: impl Iterator<Item = &'a DbName>,
+) -> Vec<String> {
+    let mut valid: Vec<String> = POD_KEYS
+        .iter()
+        .map(|k| format!("{PREFIX}{}", k.field))
+        .chain(MARKS.iter().map(|m| m.to_string()))
+        .collect();
+    let keys_of = |name: &DbName| {
+        DB_KEYS
+            .iter()
+            .map(|k| db_key(name, k.field))
+            .collect::<Vec<_>>()
+    };
+    valid.extend(keys_of(&DbName::default_db()));
+    valid.extend(names.take(MAX_DATABASES).flat_map(keys_of));
+    valid.retain(|v| v.chars().count().abs_diff(key_chars) <= limit);
+    valid.sort();
+    valid.dedup();
+    valid
 }
 
 /// Levenshtein distance, for "did you mean" hints.
@@ -910,6 +927,36 @@ mod tests {
         m.remove("rds-iam/db8.host");
         m.remove("rds-iam/db8.user");
         assert_eq!(parse(&m).unwrap().databases.len(), 8);
+    }
+
+    /// Found through the annotations fuzz target (its slowest inputs): the
+    /// hint for an unknown key measured its distance to every key of every
+    /// name, so 1,000 names and a 10,000-character key (40 KB of
+    /// annotations) kept the webhook busy for minutes.
+    #[test]
+    fn hints_choose_among_few_short_keys() {
+        let names: Vec<DbName> = (0..1000)
+            .map(|i| DbName::named(&format!("a{i:04}")).unwrap())
+            .collect();
+        let most = POD_KEYS.len() + MARKS.len() + (MAX_DATABASES + 1) * DB_KEYS.len();
+        let near = hint_candidates(16, 8, names.iter());
+        assert!(!near.is_empty() && near.len() <= most, "{}", near.len());
+        assert!(near.contains(&"rds-iam/a0000.host".to_owned()), "{near:?}");
+        assert!(!near.contains(&"rds-iam/a0999.host".to_owned()), "{near:?}");
+        assert_eq!(
+            hint_candidates(10_000, 5_000, names.iter()),
+            Vec::<String>::new()
+        );
+        // The hint itself is unchanged.
+        let long = format!("{PREFIX}{}", "q".repeat(10_000));
+        let d = unknown_key(&long, names.iter());
+        assert!(!d.message.contains("did you mean"), "{}", d.message);
+        let d = unknown_key("rds-iam/a0001.hots", names.iter());
+        assert!(
+            d.message.contains("did you mean rds-iam/a0001.host?"),
+            "{}",
+            d.message
+        );
     }
 
     #[test]

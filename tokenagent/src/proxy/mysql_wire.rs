@@ -207,7 +207,12 @@ pub fn parse_greeting(p: &[u8]) -> Result<Greeting, MyWireError> {
         .try_into()
         .map_err(|_| malformed("server greeting", "short reserved bytes"))?;
     if capabilities & cap::SECURE_CONNECTION != 0 {
-        let n = usize::from(data_len).saturating_sub(8).max(13);
+        // Without CLIENT_PLUGIN_AUTH the length byte is not a length.
+        let n = if capabilities & cap::PLUGIN_AUTH != 0 {
+            usize::from(data_len).saturating_sub(8).max(13)
+        } else {
+            13
+        };
         let part2 = r.take(n)?;
         // The second part is NUL-terminated inside its length.
         let part2 = part2.strip_suffix(&[0]).unwrap_or(part2);
@@ -263,8 +268,10 @@ impl Greeting {
         out.extend_from_slice(&((self.capabilities >> 16) as u16).to_le_bytes());
         let secure = self.capabilities & cap::SECURE_CONNECTION != 0;
         let with_plugin = self.capabilities & cap::PLUGIN_AUTH != 0;
+        // The length counts the second part's NUL while one byte can hold it.
+        let counted = with_plugin && self.auth_data.len() < 255;
         out.push(if with_plugin {
-            (self.auth_data.len() + 1) as u8
+            (self.auth_data.len() + 1).min(255) as u8
         } else {
             0
         });
@@ -272,7 +279,9 @@ impl Greeting {
         if secure {
             out.extend_from_slice(part2);
             out.extend(std::iter::repeat_n(0, 12usize.saturating_sub(part2.len())));
-            out.push(0);
+            if counted || !with_plugin {
+                out.push(0);
+            }
         }
         if let Some(p) = self.auth_plugin.as_ref().filter(|_| with_plugin) {
             out.extend_from_slice(p);
@@ -576,6 +585,32 @@ mod tests {
         );
         assert!(offers_tls(&g));
         assert_eq!(g.encode(), raw);
+    }
+
+    /// Found by the mysql_handshake fuzz target: greetings that parsed but
+    /// did not encode back to the same value.
+    #[test]
+    fn odd_scramble_lengths_encode_back() {
+        // A length byte without CLIENT_PLUGIN_AUTH: the second part is 13 bytes.
+        let mut p = mariadb_greeting();
+        let caps = cap::PROTOCOL_41 | cap::SECURE_CONNECTION;
+        p[46..48].copy_from_slice(&(caps as u16).to_le_bytes());
+        p[51..53].copy_from_slice(&((caps >> 16) as u16).to_le_bytes());
+        p[53] = 45;
+        let g = parse_greeting(&p).unwrap();
+        assert_eq!(g.auth_data, b"abcdefghijklmnopqrst");
+        assert_eq!(g.auth_plugin, None);
+        assert_eq!(parse_greeting(&g.encode()).unwrap(), g);
+        // The longest second part (247 bytes, no NUL) with a plugin.
+        let mut p = mariadb_greeting();
+        p.truncate(64);
+        p[53] = 255;
+        p.extend(std::iter::repeat_n(b'x', 247));
+        p.extend_from_slice(b"mysql_native_password\0");
+        let g = parse_greeting(&p).unwrap();
+        assert_eq!(g.auth_data.len(), 255);
+        assert_eq!(g.encode(), p);
+        assert_eq!(parse_greeting(&g.encode()).unwrap(), g);
     }
 
     #[test]
