@@ -6,7 +6,8 @@
 #      run starts from seeds/TARGET and grows corpus/TARGET (not committed);
 #   2. corpus/TARGET minimized with `cargo fuzz cmin`;
 #   3. seeds/TARGET replaced by the MAX_SEEDS files (default 40) of that
-#      corpus that cover the most features (pick_seeds.py).
+#      corpus that cover the most features (pick_seeds.py); the inputs of
+#      fixed crashes there (crash-*) stay.
 # Logs go to target/fuzz-TARGET.log. Needs cargo-fuzz (`cargo install
 # cargo-fuzz --locked`); `-s none` works on stable Rust. SEEDS=0 skips 2-3.
 set -euo pipefail
