@@ -28,6 +28,22 @@ echo "mean wall per --once: $(( (end - start) / 200000 )) us"
 echo "== --once: peak RSS (/usr/bin/time -v)"
 "${agent_env[@]}" /usr/bin/time -v "$BIN" --once 2>&1 >/dev/null | grep -E 'Maximum resident|Elapsed'
 
+echo "== --once with 8 databases (8 tokens, token + 7 NAME.token, pgpass, pg_service.conf): wall time over 200 runs, peak RSS"
+specs="default=postgres://app_user@mydb.c9akciq32.us-east-1.rds.amazonaws.com:5432/app?region=us-east-1&sslmode=require"
+for i in 1 2 3 4 5 6 7; do
+  specs+=$'\n'"db$i=postgres://user_$i@db$i.c9akciq32.us-east-1.rds.amazonaws.com:5432/app?region=us-east-1&sslmode=require"
+done
+multi_env=(env -i PATH="$PATH" HOME="$WORK" AWS_EC2_METADATA_DISABLED=true
+  AWS_ACCESS_KEY_ID=AKIDEXAMPLE AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
+  RDS_IAM_DATABASES="$specs" RDS_IAM_DIR="$WORK/multi")
+"${multi_env[@]}" "$BIN" --once 2>/dev/null
+[[ "$(ls "$WORK/multi"/*.token "$WORK/multi/token" | wc -l)" == 8 ]] || { echo "bench-agent.sh: 8 databases did not give 8 token files" >&2; exit 1; }
+start=$(date +%s%N)
+for _ in $(seq 200); do "${multi_env[@]}" "$BIN" --once 2>/dev/null; done
+end=$(date +%s%N)
+echo "mean wall per --once, 8 databases: $(( (end - start) / 200000 )) us"
+"${multi_env[@]}" /usr/bin/time -v "$BIN" --once 2>&1 >/dev/null | grep -E 'Maximum resident|Elapsed'
+
 echo "== long-running agent: idle RSS and CPU over ${IDLE_SECONDS}s"
 "${agent_env[@]}" "$BIN" --health-addr 127.0.0.1:0 2>/dev/null &
 pid=$!

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every figure of BENCHMARKS.md, one after the other (about 9 minutes; run on an
+# Every figure of BENCHMARKS.md, one after the other (about 17 minutes; run on an
 # otherwise idle machine). Installs what the HTTPS runs need when it is missing:
 # oha from crates.io (the webhook load test), Debian's wrk (the rotation test) and
 # valgrind (instruction counts).
@@ -17,5 +17,7 @@ cargo bench --locked -p rds-iam-webhook --bench handler -- --warm-up-time 2 --me
 echo "#### webhook over HTTPS"; bash webhook/benches/load.sh 30
 echo "#### webhook under load with 10 certificate rotations"; bash scripts/load-rotation.sh 60
 echo "#### webhook under hostile clients"; bash webhook/benches/hostile.sh
+echo "#### proxy mode (PostgreSQL): pgbench through the socket and direct, agent memory"
+bash tokenagent/benches/proxy-pg.sh
 echo "#### binary sizes"
 stat -c '%s bytes  %n' "${CARGO_TARGET_DIR:-target}/release/rds-iam-tokenagent" "${CARGO_TARGET_DIR:-target}/release/rds-iam-webhook"

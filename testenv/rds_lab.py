@@ -1,6 +1,6 @@
 """Shared parts of the RDS-like database labs (testenv/pgrds/pg-rds and
 testenv/mariadbrds/mariadb-rds): running commands as the server's user, the
-self-signed certificate, the PAM services running the verifier
+certificates (self-signed, or a lab CA and a server certificate), the PAM services running the verifier
 (testenv/pgrds/pam_rds_iam.py), the keystore, and the owner-pid watcher that
 cleans up after a test process that is gone.
 
@@ -142,12 +142,7 @@ def make_cert(d, host, uid, gid):
     self-signed, SAN localhost, 127.0.0.1 and host."""
     crt = os.path.join(d, "server.crt")
     key = os.path.join(d, "server.key")
-    sans = ["DNS:localhost", "IP:127.0.0.1"]
-    if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", host):
-        if host != "127.0.0.1":
-            sans.append("IP:" + host)
-    elif host != "localhost":
-        sans.append("DNS:" + host)
+    sans = cert_sans(host)
     openssl = shutil.which("openssl")
     if openssl and not os.environ.get("PGRDS_NO_OPENSSL"):
         run(
@@ -166,6 +161,109 @@ def make_cert(d, host, uid, gid):
         os.chown(f, uid, gid)
         os.chmod(f, mode)
     return crt, key
+
+
+def make_ca_and_cert(d, host, uid, gid):
+    """DIR/ca.crt (0644), a lab CA, and DIR/server.crt (0644) with
+    DIR/server.key (0600), a server certificate it signed (not a CA; SAN
+    localhost, 127.0.0.1 and host), owned by uid:gid: the layout of RDS,
+    whose servers present a leaf certificate under the RDS CA. Clients that
+    verify trust ca.crt. The CA's key is deleted."""
+    ca = os.path.join(d, "ca.crt")
+    crt = os.path.join(d, "server.crt")
+    key = os.path.join(d, "server.key")
+    sans = cert_sans(host)
+    openssl = shutil.which("openssl")
+    if openssl and not os.environ.get("PGRDS_NO_OPENSSL"):
+        ca_key = os.path.join(d, "ca.key")
+        csr = os.path.join(d, "server.csr")
+        ext = os.path.join(d, "server.ext")
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+        try:
+            run([openssl, "req", "-x509", "-nodes", "-days", "7"] + ec
+                + ["-subj", "/CN=rds-iam test lab CA", "-keyout", ca_key, "-out", ca], cwd=d)
+            run([openssl, "req", "-new", "-nodes"] + ec
+                + ["-subj", "/CN=" + host, "-keyout", key, "-out", csr], cwd=d)
+            with open(ext, "w", encoding="utf-8") as f:
+                f.write("basicConstraints=critical,CA:FALSE\n"
+                        "keyUsage=critical,digitalSignature\n"
+                        "extendedKeyUsage=serverAuth\n"
+                        "subjectAltName=%s\n" % ",".join(sans))
+            run([openssl, "x509", "-req", "-days", "7", "-in", csr, "-CA", ca, "-CAkey", ca_key,
+                 "-CAcreateserial", "-extfile", ext, "-out", crt], cwd=d)
+        finally:
+            for f in (ca_key, csr, ext, os.path.join(d, "ca.srl")):
+                if os.path.exists(f):
+                    os.remove(f)
+    else:
+        make_ca_and_cert_python(ca, crt, key, host, sans)
+    for f, mode in ((ca, 0o644), (crt, 0o644), (key, 0o600)):
+        os.chown(f, uid, gid)
+        os.chmod(f, mode)
+    return ca, crt, key
+
+
+def cert_sans(host):
+    sans = ["DNS:localhost", "IP:127.0.0.1"]
+    if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", host):
+        if host != "127.0.0.1":
+            sans.append("IP:" + host)
+    elif host != "localhost":
+        sans.append("DNS:" + host)
+    return sans
+
+
+def make_ca_and_cert_python(ca_path, crt, key, host, sans):
+    """make_ca_and_cert without the openssl CLI: needs `cryptography`."""
+    try:
+        import datetime
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    except ImportError:
+        raise Fail("neither the openssl CLI nor python 'cryptography' is available; " + SETUP_HINT)
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def builder(subject, issuer, public_key):
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=7))
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rds-iam test lab CA")])
+    ca_cert = (
+        builder(ca_name, ca_name, ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    k = ec.generate_private_key(ec.SECP256R1())
+    alt = []
+    for s in sans:
+        kind, val = s.split(":", 1)
+        alt.append(x509.IPAddress(ipaddress.ip_address(val)) if kind == "IP" else x509.DNSName(val))
+    cert = (
+        builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]), ca_name, k.public_key())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    with open(key, "wb") as f:
+        f.write(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()))
+    with open(crt, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(ca_path, "wb") as f:
+        f.write(ca_cert.public_bytes(serialization.Encoding.PEM))
 
 
 def make_cert_python(crt, key, host, sans):

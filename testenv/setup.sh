@@ -64,7 +64,7 @@ if [[ ! -x .venv/bin/python ]]; then
   echo "setup: creating Python venv .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import botocore, moto, psycopg, asyncpg, pymysql, kubernetes_validate, celpy, cryptography' 2>/dev/null; then
+if ! .venv/bin/python -c 'import botocore, moto, psycopg, asyncpg, pymysql, kubernetes_validate, celpy, cryptography; assert pymysql.VERSION >= (1, 2)' 2>/dev/null; then
   echo "setup: installing Python packages into .venv"
   .venv/bin/pip install -q --disable-pip-version-check -r testenv/requirements.txt
 fi

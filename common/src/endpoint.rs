@@ -319,7 +319,8 @@ impl Endpoint {
     /// `postgresql://user@host:port/db?sslmode=require`, or in proxy mode
     /// the agent's socket in `dir`:
     /// `postgresql:///db?host=DIR/NAME&port=5432&user=user&sslmode=disable`.
-    pub fn client_url(&self, dir: &str) -> String {
+    /// `ca`, the CA bundle's path, becomes `sslrootcert` of the verify modes.
+    pub fn client_url(&self, dir: &str, ca: Option<&str>) -> String {
         let db = self
             .database
             .as_deref()
@@ -327,10 +328,17 @@ impl Endpoint {
             .unwrap_or_default();
         let user = pct::encode(&self.user);
         match self.access.mode {
-            Mode::Files => format!(
-                "postgresql://{user}@{}:{}/{db}?sslmode={}",
-                self.host, self.port, self.sslmode
-            ),
+            Mode::Files => {
+                let mut url = format!(
+                    "postgresql://{user}@{}:{}/{db}?sslmode={}",
+                    self.host, self.port, self.sslmode
+                );
+                if let (Some(ca), SslMode::VerifyCa | SslMode::VerifyFull) = (ca, self.sslmode) {
+                    url.push_str("&sslrootcert=");
+                    url.push_str(&pct::encode(ca));
+                }
+                url
+            }
             Mode::Proxy => format!(
                 "postgresql:///{db}?host={}&port={PROXY_PG_PORT}&user={user}&sslmode=disable",
                 self.socket_dir(dir)
@@ -466,13 +474,17 @@ mod tests {
             "orders-ro=postgres://report%24%28X%29_user@orders.cluster-ro-abc.eu-west-1.rds.amazonaws.com:5433/my%20db?region=eu-west-1&sslmode=verify-full"
         );
         assert_eq!(
-            orders().client_url("/var/run/rds-iam"),
+            orders().client_url("/var/run/rds-iam", None),
             "postgresql://report%24%28X%29_user@orders.cluster-ro-abc.eu-west-1.rds.amazonaws.com:5433/my%20db?sslmode=verify-full"
+        );
+        assert_eq!(
+            orders().client_url("/var/run/rds-iam", Some("/etc/rds-iam/ca/ca.crt")),
+            "postgresql://report%24%28X%29_user@orders.cluster-ro-abc.eu-west-1.rds.amazonaws.com:5433/my%20db?sslmode=verify-full&sslrootcert=%2Fetc%2Frds-iam%2Fca%2Fca.crt"
         );
         let mut proxied = orders();
         proxied.access.mode = Mode::Proxy;
         assert_eq!(
-            proxied.client_url("/var/run/rds-iam/"),
+            proxied.client_url("/var/run/rds-iam/", Some("/ca.crt")),
             "postgresql:///my%20db?host=/var/run/rds-iam/orders-ro&port=5432&user=report%24%28X%29_user&sslmode=disable"
         );
         assert_eq!(

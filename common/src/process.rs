@@ -1,5 +1,6 @@
 //! What both binaries do the same way as processes: log lines (JSON or
-//! text) and signals (the first stops, a second aborts).
+//! text), signals (the first stops, a second aborts) and the open-file
+//! limit.
 
 use std::future::Future;
 use std::str::FromStr;
@@ -124,6 +125,36 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
             std::process::exit(aborted_status(second));
         });
     })
+}
+
+/// Raises the soft open-file limit to the hard one, as the Go runtime does
+/// for every program. Returns the error if the kernel refused.
+pub fn raise_fd_limit() -> std::io::Result<()> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    // `None` means unlimited.
+    let below = match (lim.current, lim.maximum) {
+        (Some(cur), Some(max)) => cur < max,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if below {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: lim.maximum,
+                maximum: lim.maximum,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// The open-file limit in force (`u64::MAX` when unlimited).
+pub fn fd_limit() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -265,13 +265,20 @@ def token_akid(token):
     return akid if akid and all(c.isalnum() for c in akid) else "-"
 
 
-def log_decision(cfg, user, decision, reason, akid="-", via="-"):
+def token_fingerprint(token):
+    """The first 12 hex digits of the token's SHA-256: which logins used the
+    same token, without the token (a hash prefix reveals nothing usable)."""
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:12] if token else "-"
+
+
+def log_decision(cfg, user, decision, reason, akid="-", via="-", fp="-"):
     path = cfg.get("log") if isinstance(cfg, dict) else None
     if not path:
         return
-    line = "%s pid=%d user=%r via=%s akid=%s %s: %s\n" % (
+    line = "%s pid=%d fp=%s user=%r via=%s akid=%s %s: %s\n" % (
         datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         os.getpid(),
+        fp,
         user,
         via,
         akid,
@@ -336,6 +343,7 @@ def pam_sm_authenticate(pamh, flags, argv):
             "%s (password %d bytes)" % (reason, len(password)),
             token_akid(password),
             via,
+            token_fingerprint(password),
         )
         return pamh.PAM_SUCCESS if ok else pamh.PAM_AUTH_ERR
     except Exception as e:

@@ -110,6 +110,6 @@ pub fn library_agent(
             source,
             members: vec![0],
         }],
-        rds_iam_tokenagent::outputs::all(&dir.display().to_string()),
+        rds_iam_tokenagent::outputs::all(&dir.display().to_string(), None),
     )
 }

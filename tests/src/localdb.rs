@@ -1,7 +1,9 @@
-//! Plain local database servers for the client probes' self-tests: no IAM, no
-//! TLS, no password. [`TrustPg`] is a PostgreSQL with `trust` authentication
-//! on a Unix socket directory and on loopback TCP; [`PlainMariadb`] is a
-//! Debian MariaDB with password-less users on a socket and loopback TCP.
+//! Plain local database servers for the client probes' self-tests and the
+//! proxy's failure cases and benchmarks: no IAM, no password. [`TrustPg`] is
+//! a PostgreSQL with `trust` authentication on a Unix socket directory and on
+//! loopback TCP, there without TLS, or TLS-only with `trust` or asking for
+//! SCRAM ([`TcpAuth`]); [`PlainMariadb`] is a Debian MariaDB with
+//! password-less users on a socket and loopback TCP.
 //!
 //! Both run as their unprivileged system user (`postgres`, `mysql`) in a temp
 //! dir under /tmp, so the test process must run as root. Dropping a server
@@ -105,6 +107,19 @@ fn pg_bindir() -> Result<PathBuf> {
     })
 }
 
+/// How a [`TrustPg`] takes connections on 127.0.0.1 (its Unix socket is
+/// always `trust`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpAuth {
+    /// `ssl = off`, `host ... trust`: answers an SSLRequest with `N`.
+    Plain,
+    /// TLS only (`hostssl ... trust`, `hostnossl ... reject`), with a
+    /// certificate for `localhost` signed by [`TrustPg::ca_cert`]'s CA.
+    TlsTrust,
+    /// TLS only, `hostssl ... scram-sha-256`: the server asks for SCRAM.
+    TlsScram,
+}
+
 /// A PostgreSQL with `trust` authentication for everyone, listening on a Unix
 /// socket in its temp dir and on 127.0.0.1. Every user is created as a login
 /// role; a database is named like the first user. `log_connections` is on.
@@ -116,6 +131,12 @@ pub struct TrustPg {
 
 impl TrustPg {
     pub fn start(users: &[&str]) -> Result<TrustPg> {
+        Self::start_with(users, TcpAuth::Plain, 100)
+    }
+
+    /// Like [`TrustPg::start`], with `tcp` on 127.0.0.1 and room for
+    /// `max_connections` sessions.
+    pub fn start_with(users: &[&str], tcp: TcpAuth, max_connections: u32) -> Result<TrustPg> {
         let Some(first) = users.first() else {
             bail!("TrustPg::start needs at least one user");
         };
@@ -140,16 +161,31 @@ impl TrustPg {
                 "UTF8",
             ],
         )?;
+        let (hba, tls_opts) = match tcp {
+            TcpAuth::Plain => ("host all all 127.0.0.1/32 trust\n", String::new()),
+            TcpAuth::TlsTrust | TcpAuth::TlsScram => {
+                write_server_cert(dir.path())?;
+                let hba = if tcp == TcpAuth::TlsTrust {
+                    "hostssl all all 127.0.0.1/32 trust\nhostnossl all all all reject\n"
+                } else {
+                    "hostssl all all 127.0.0.1/32 scram-sha-256\nhostnossl all all all reject\n"
+                };
+                let tls = format!(
+                    " -c ssl=on -c ssl_cert_file={d}/server.crt -c ssl_key_file={d}/server.key"
+                );
+                (hba, tls)
+            }
+        };
         fs::write(
             format!("{data}/pg_hba.conf"),
-            "local all all trust\nhost all all 127.0.0.1/32 trust\n",
+            format!("local all all trust\n{hba}"),
         )?;
         let mut last_err = None;
         for _ in 0..3 {
             let port = free_port()?;
             let opts = format!(
                 "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={d} \
-                 -c fsync=off -c log_connections=on"
+                 -c fsync=off -c log_connections=on -c max_connections={max_connections}{tls_opts}"
             );
             let started = run_as(
                 "postgres",
@@ -234,6 +270,13 @@ impl TrustPg {
         self.dir.path()
     }
 
+    /// The PEM CA certificate that signed the server's certificate (TLS
+    /// variants only): the "RDS CA bundle" for sslmode verify-ca and
+    /// verify-full. The server's certificate names `localhost` only.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir().join("ca.crt")
+    }
+
     /// The Unix socket directory (PGHOST for a socket connection).
     pub fn socket_dir(&self) -> &Path {
         self.dir()
@@ -288,6 +331,47 @@ impl Drop for TrustPg {
             eprintln!("TrustPg stop: {e:#}");
         }
     }
+}
+
+/// Writes `ca.crt` (a fresh CA), `server.crt` (for `localhost` only, signed
+/// by it) and `server.key` (0600) into `dir`, owned by `postgres`.
+fn write_server_cert(dir: &Path) -> Result<()> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name
+        .push(DnType::CommonName, "test database CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = Issuer::from_params(&ca, &ca_key);
+    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()])?;
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
+    leaf.is_ca = IsCa::ExplicitNoCa;
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let key = KeyPair::generate()?;
+    let cert = leaf.signed_by(&key, &issuer)?;
+    for (name, pem, mode) in [
+        ("ca.crt", ca_cert.pem(), 0o644),
+        ("server.crt", cert.pem(), 0o644),
+        ("server.key", key.serialize_pem(), 0o600),
+    ] {
+        let path = dir.join(name);
+        fs::write(&path, pem)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+        let chown = Command::new("chown")
+            .arg("postgres:")
+            .arg(&path)
+            .status()
+            .context("running chown")?;
+        if !chown.success() {
+            bail!("chown postgres {} failed; {SETUP_HINT}", path.display());
+        }
+    }
+    Ok(())
 }
 
 /// A Debian MariaDB (mariadb-server) with password-less users

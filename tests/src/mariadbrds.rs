@@ -143,10 +143,11 @@ impl MariaDbRds {
         self.lab.keys_path()
     }
 
-    /// The server's self-signed certificate (SAN localhost, 127.0.0.1): the
-    /// CA for clients that verify the server, like the RDS CA bundle on AWS.
+    /// The lab's CA, which signed the server's certificate (SAN localhost,
+    /// 127.0.0.1): what clients that verify the server trust, like the RDS
+    /// CA bundle on AWS.
     pub fn ca_cert(&self) -> PathBuf {
-        self.dir().join("server.crt")
+        self.dir().join("ca.crt")
     }
 
     /// The verifier's decision log: one line per password it was given, as

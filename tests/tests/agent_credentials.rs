@@ -13,22 +13,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use rds_iam_e2e::agentproc::{agent_command, run, wait_for_file, Ran};
 use rds_iam_e2e::pgrds::{free_port, Client, PgRds, HOST, REGION};
+use rds_iam_e2e::rt::rt;
 use rds_iam_e2e::stubs::{self, Expiry, IssuedCreds, Mode, Stub};
 
 const USER: &str = "app_user";
 const POD_IDENTITY_JWT: &str = "eyJhbGciOiJSUzI1NiJ9.pod-identity-secret.sig";
 const WEB_IDENTITY_JWT: &str = "eyJhbGciOiJSUzI1NiJ9.web-identity-secret.sig";
-
-fn rt() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
-}
 
 fn pg() -> &'static PgRds {
     static PG: OnceLock<PgRds> = OnceLock::new();

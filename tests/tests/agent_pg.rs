@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use rds_iam_e2e::agentproc::{agent_command, run, wait_for_file, Ran};
 use rds_iam_e2e::pgrds::{free_port, repo_root, Client, PgRds, HOST, REGION};
+use rds_iam_e2e::rt::rt;
 use rds_iam_e2e::stubs::{IssuedCreds, Mode, Stub};
 
 const USER: &str = "app_user";
@@ -20,17 +21,6 @@ const USER: &str = "app_user";
 fn pg() -> &'static PgRds {
     static PG: OnceLock<PgRds> = OnceLock::new();
     PG.get_or_init(|| PgRds::start(&[USER, "other_user"]).expect("start the RDS-like PostgreSQL"))
-}
-
-fn rt() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
 }
 
 /// The agent command for `pg()`, writing into `dir`.
@@ -510,7 +500,7 @@ fn long_running_agent_serves_health_and_stops_on_sigterm() -> Result<()> {
         .read_to_string(&mut log)?;
     let token = fs::read_to_string(dir.path().join("token"))?;
     assert!(
-        log.contains("token refreshed") && log.contains("received SIGTERM"),
+        log.contains("token refreshed") && log.contains("SIGTERM received"),
         "{log}"
     );
     assert_no_secrets_in(&log, &[&token, &c.secret, &c.session_token]);

@@ -6,11 +6,11 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use rds_iam_e2e::agentproc::{agent_command, run, wait_for_file};
+use rds_iam_e2e::rt::rt;
 use rds_iam_e2e::stubs::{Mode, Stub};
 use rds_iam_tokenagent::{pgpass, token};
 
@@ -29,17 +29,6 @@ fn agent(home: &Path, dir: &Path) -> Result<Command> {
         )
         .env("AWS_SESSION_TOKEN", SESSION_TOKEN_PART.repeat(80));
     Ok(cmd)
-}
-
-fn rt() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
 }
 
 fn signal(child: &Child, sig: &str) -> Result<()> {
@@ -205,7 +194,7 @@ fn once_waiting_for_credentials_stops_cleanly_on_sigterm_and_sighup() -> Result<
         assert_eq!(status.code(), Some(1), "SIG{sig}: {status}\n{log}");
         assert!(took < Duration::from_secs(1), "SIG{sig} took {took:?}");
         assert!(
-            log.contains(&format!("received SIG{sig}"))
+            log.contains(&format!("SIG{sig} received"))
                 && log.contains("shut down before the refresh finished"),
             "SIG{sig}: {log}"
         );
@@ -227,7 +216,7 @@ fn sighup_ends_the_loop_cleanly_with_a_log_line() -> Result<()> {
     let log = stderr_of(&mut child)?;
     assert!(status.success(), "{status}\n{log}");
     assert!(
-        log.contains("received SIGHUP") && log.contains("shutting down"),
+        log.contains("SIGHUP received") && log.contains("shutting down"),
         "{log}"
     );
     check_files(dir.path())?;

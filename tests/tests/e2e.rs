@@ -4,6 +4,7 @@
 //! the RDS-like PostgreSQL with the agent's tokens, across refresh cycles.
 
 use std::fs;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use rds_iam_e2e::flow::{
     admission_review, apply_response, example_pod, point_at_lab, Chain, REPORTS, USER,
 };
 use rds_iam_e2e::kubelet::{Kubelet, PodRun};
+use rds_iam_e2e::mariadbrds::{self, MariaDbRds};
 use rds_iam_e2e::pgrds::{Client, Target};
 use rds_iam_e2e::runc::{agent_image_archive, Image};
 use serde_json::json;
@@ -351,7 +353,7 @@ fn proxy_mode_pod_serves_a_client_that_fails_with_the_passfile() -> Result<()> {
     // The socket, in the volume, private to the app's UID.
     let vol = run.volume_dir("rds-iam").context("volume")?.to_owned();
     let meta = fs::metadata(vol.join(".s.PGSQL.5432"))?;
-    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    use std::os::unix::fs::MetadataExt;
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     assert_eq!(meta.uid(), 70);
@@ -375,6 +377,100 @@ fn proxy_mode_pod_serves_a_client_that_fails_with_the_passfile() -> Result<()> {
         USER,
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let stopped = run.stop()?;
+    for (name, st) in &stopped {
+        assert!(st.success() || st.code().is_none(), "{name} exited {st}");
+    }
+    Ok(())
+}
+
+/// One pod, two engines: the example's PostgreSQL database (files mode) and
+/// a named MySQL database `shop` in proxy mode, against the RDS-like
+/// MariaDB. Stock `psql` and the stock `mariadb` CLI, as the app's UID, log
+/// in with only the injected env: through the agent's MySQL socket and
+/// through its `my.cnf` (the direct TLS connection).
+#[test]
+fn pod_with_a_postgres_and_a_mysql_database_logs_in_to_both() -> Result<()> {
+    const SHOP_USER: &str = "shop_app";
+    let chain = Chain::start(&say)?;
+    say("starting an RDS-like MariaDB: TLS, PAM verifies the same SigV4 tokens, users REQUIRE SSL");
+    let maria = MariaDbRds::start(&[SHOP_USER])?;
+    let c = chain.sts.creds();
+    maria.add_key(&c.akid, &c.secret, Some(&c.session_token))?;
+    let pod = example_pod(|p| {
+        point_at_lab(p, chain.pg.port());
+        let a = &mut p["metadata"]["annotations"];
+        for (field, value) in [
+            ("engine", "mysql".to_owned()),
+            ("mode", "proxy".to_owned()),
+            ("host", maria.host().to_owned()),
+            ("port", maria.port().to_string()),
+            ("user", SHOP_USER.to_owned()),
+            ("database", SHOP_USER.to_owned()),
+            ("region", maria.region().to_owned()),
+        ] {
+            a[format!("rds-iam/shop.{field}")] = json!(value);
+        }
+    })?;
+    let response = chain.review(&admission_review(&pod))?;
+    assert_eq!(response["response"]["allowed"], json!(true), "{response:#}");
+    let (_, typed) = apply_response(&pod, &response)?;
+    let kubelet = Kubelet {
+        runc: Some(Arc::new(Image::unpack(&agent_image_archive())?)),
+        ..chain.kubelet()?
+    };
+    let run = kubelet.run_pod(&typed, &say)?;
+    let logs = || run.logs("rds-iam-tokenagent");
+
+    // PostgreSQL, as before: psql with the PG* env and the pgpass.
+    let out = run.exec(
+        "app",
+        &["psql", "-X", "-A", "-t", "-c", "select current_user"],
+    )?;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        USER,
+        "psql: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        logs()
+    );
+
+    // MySQL through the agent's socket: no password, no TLS options.
+    let vol = run.volume_dir("rds-iam").context("volume")?.to_owned();
+    let meta = fs::metadata(vol.join("shop/mysqld.sock"))?;
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let proxied = format!(
+        "exec mariadb --no-defaults -S \"$RDS_IAM_SHOP_MYSQL_UNIX_PORT\" -u {SHOP_USER} -D {SHOP_USER} -N -B -e 'select current_user(), database()'"
+    );
+    let out = run.exec("app", &["sh", "-c", &proxied])?;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{SHOP_USER}@%\t{SHOP_USER}"),
+        "mariadb through the proxy: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        logs()
+    );
+
+    // MySQL through my.cnf: the direct TLS connection, the group of `shop`.
+    let direct = format!(
+        "exec mariadb --defaults-extra-file=\"$RDS_IAM_MYSQL_CNF\" --defaults-group-suffix=_shop -N -B -e '{}'",
+        mariadbrds::PROBE_SQL.replace('\'', "\"")
+    );
+    let out = run.exec("app", &["sh", "-c", &direct])?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let fields: Vec<&str> = stdout.trim().split('\t').collect();
+    assert_eq!(
+        fields.first().copied(),
+        Some(format!("{SHOP_USER}@%").as_str()),
+        "mariadb with my.cnf: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        logs()
+    );
+    assert!(
+        fields.get(1).is_some_and(|v| v.starts_with("TLSv1.")),
+        "my.cnf login without TLS: {stdout}"
     );
     let stopped = run.stop()?;
     for (name, st) in &stopped {

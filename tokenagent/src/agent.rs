@@ -619,7 +619,7 @@ mod tests {
             dbs,
             dir.to_owned(),
             vec![CredGroup { source, members }],
-            outputs::all(&dir.display().to_string()),
+            outputs::all(&dir.display().to_string(), None),
         );
         Harness {
             agent,
@@ -702,14 +702,11 @@ mod tests {
     #[tokio::test]
     async fn a_failure_on_one_database_never_stops_the_others() {
         let d = tempfile::tempdir().unwrap();
-        let h = harness(
-            d.path(),
-            vec![
-                db("default", "a.example.com", "app"),
-                db("orders", "b.example.com", "ro"),
-            ],
-            None,
-        );
+        let dbs = vec![
+            db("default", "a.example.com", "app"),
+            db("orders", "b.example.com", "ro"),
+        ];
+        let h = harness(d.path(), dbs.clone(), None);
         h.agent.refresh_once(std::future::pending()).await.unwrap();
         let old_orders = read(d.path(), "orders.token");
         let old_default = read(d.path(), "token");
@@ -742,6 +739,12 @@ mod tests {
             h.agent.sources()[1].current().unwrap().token.expose(),
             old_orders
         );
+        // The probe names exactly the database that is not well.
+        let e = crate::probe::probe(d.path(), &dbs, Duration::from_secs(120), SystemTime::now())
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("database orders: "), "{e}");
+        assert!(e.contains("orders.token is not a regular file"), "{e}");
     }
 
     #[tokio::test]
@@ -904,9 +907,12 @@ mod tests {
                 .await;
         });
         let refreshes = || status.dbs[0].refresh_success.load(Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_secs(237)).await;
+        // 230 s: the earliest refresh is at 237.5 s, less the seconds the
+        // real clock moves while a loaded machine runs the test (the
+        // credentials' life is measured on it).
+        tokio::time::sleep(Duration::from_secs(230)).await;
         assert_eq!(refreshes(), 1);
-        tokio::time::sleep(Duration::from_secs(14)).await;
+        tokio::time::sleep(Duration::from_secs(21)).await;
         assert_eq!(refreshes(), 2);
         tokio::time::sleep(Duration::from_secs(500)).await;
         assert_eq!(refreshes(), 4);

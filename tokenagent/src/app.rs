@@ -16,6 +16,7 @@ use crate::config::AgentConfig;
 use crate::creds::CredentialSource;
 use crate::outputs;
 use crate::proxy::cancel::CancelMap;
+use crate::proxy::fdlimit;
 use crate::proxy::listener::{self, Bind, Limits, Listener};
 use crate::proxy::metrics::ProxyMetrics;
 use crate::proxy::tls;
@@ -75,11 +76,12 @@ pub async fn build(cfg: &AgentConfig) -> Result<Built, BuildError> {
         });
     }
     let dir = cfg.dir.display().to_string();
+    let ca = cfg.proxy.ca_file.as_ref().map(|p| p.display().to_string());
     let agent = Agent::new(
         cfg.databases.clone(),
         cfg.dir.clone(),
         groups,
-        outputs::all(&dir),
+        outputs::all(&dir, ca.as_deref()),
     );
     agent.seed_from_disk(SystemTime::now());
     let (proxy, proxy_metrics) = if cfg.once {
@@ -208,8 +210,21 @@ pub async fn run(
         interval = %humantime::format_duration(cfg.interval),
         "starting token agent"
     );
+    let mut max_connections = cfg.proxy.max_connections;
+    if !proxy.is_empty() {
+        let nofile = fdlimit::raise();
+        max_connections = fdlimit::sessions_that_fit(max_connections, nofile);
+        if max_connections < cfg.proxy.max_connections {
+            tracing::warn!(
+                nofile,
+                max_connections,
+                wanted = cfg.proxy.max_connections,
+                "the open-file limit allows fewer proxied connections than --max-connections; raise the container's nofile limit"
+            );
+        }
+    }
     let limits = Limits {
-        max_connections: cfg.proxy.max_connections,
+        max_connections,
         max_sigterm_delay: cfg.proxy.max_sigterm_delay,
     };
     let proxy = async {

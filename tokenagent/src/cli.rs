@@ -101,7 +101,9 @@ pub struct RunArgs {
     /// Proxy mode: how long connecting, TLS and the login upstream may take.
     #[arg(long = flags::CONNECT_TIMEOUT.long, env = flags::CONNECT_TIMEOUT.env, default_value = "10s", allow_hyphen_values = true)]
     pub connect_timeout: String,
-    /// Proxy mode: the PEM CA bundle (the RDS CA) for verify-ca and verify-full.
+    /// The PEM CA bundle (the RDS CA) for verify-ca and verify-full: the
+    /// proxy checks servers against it, and my.cnf names it (so the app
+    /// containers need it at the same path).
     #[arg(long = flags::CA_FILE.long, env = flags::CA_FILE.env)]
     pub ca_file: Option<PathBuf>,
 }
@@ -379,13 +381,18 @@ impl RunArgs {
             ));
         }
         if proxy.ca_file.is_none() {
+            // The proxy checks the certificate itself; my.cnf names the CA
+            // for MySQL's clients in either mode.
             if let Some((e, _)) = databases.iter().find(|(e, _)| {
-                e.access.mode == Mode::Proxy && e.sslmode != common::SslMode::Require
+                (e.access.mode == Mode::Proxy || e.engine == Engine::Mysql)
+                    && e.sslmode != common::SslMode::Require
             }) {
                 return Err(ConfigError::Missing {
                     flag: flags::CA_FILE,
-                    hint: match e.sslmode {
-                        common::SslMode::VerifyCa => "sslmode verify-ca in proxy mode checks the server certificate against the RDS CA bundle; give its PEM file",
+                    hint: match (e.engine, e.access.mode, e.sslmode) {
+                        (Engine::Mysql, Mode::Files, common::SslMode::VerifyCa) => "sslmode verify-ca of a MySQL database makes my.cnf check the server certificate against the RDS CA bundle; give its PEM file, at the same path in the app containers",
+                        (Engine::Mysql, Mode::Files, _) => "sslmode verify-full of a MySQL database makes my.cnf check the server certificate against the RDS CA bundle; give its PEM file, at the same path in the app containers",
+                        (_, _, common::SslMode::VerifyCa) => "sslmode verify-ca in proxy mode checks the server certificate against the RDS CA bundle; give its PEM file",
                         _ => "sslmode verify-full in proxy mode checks the server certificate against the RDS CA bundle; give its PEM file",
                     },
                 });
@@ -604,6 +611,10 @@ mod tests {
             (
                 &["--db", "a=postgres://u@h:1?region=us-east-1&sslmode=verify-full&mode=proxy"],
                 "--ca-file (RDS_IAM_CA_FILE) is required",
+            ),
+            (
+                &["--db", "a=mysql://u@h?region=us-east-1&sslmode=verify-ca"],
+                "--ca-file (RDS_IAM_CA_FILE) is required: sslmode verify-ca of a MySQL database makes my.cnf check",
             ),
             (
                 &["--db", "a=postgres://u@h:1?region=us-east-1&mode=proxy&proxy-port=6432", "--db", "b=postgres://v@h:1?region=us-east-1&mode=proxy&proxy-port=6432"],

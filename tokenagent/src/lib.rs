@@ -9,6 +9,7 @@
 //! - [`signer`]: presigning the token with aws-sigv4;
 //! - [`token`]: reading a token's expiry back;
 //! - [`pgpass`]: libpq passfile escaping;
+//! - [`mycnf`]: MySQL option-file groups and quoting;
 //! - [`files`]: atomic file replacement;
 //! - [`agent`]: the refresh loop;
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`;
@@ -23,6 +24,7 @@ pub mod creds;
 pub mod doctor;
 pub use rds_iam_common::files;
 pub mod health;
+pub mod mycnf;
 pub mod outputs;
 pub mod pgpass;
 pub mod probe;

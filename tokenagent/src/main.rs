@@ -49,12 +49,7 @@ fn main() -> ExitCode {
                 Err(e) => return fail(2, e),
             };
             process::init_logging(cfg.log_format, process::Stream::Stderr);
-            let proxied = !cfg.once
-                && cfg
-                    .databases
-                    .iter()
-                    .any(|d| d.access.mode == rds_iam_common::Mode::Proxy);
-            let rt = match if proxied { proxy_runtime() } else { runtime() } {
+            let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => return fail(1, e),
             };
@@ -98,18 +93,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// One thread, which is plenty for refreshing files.
+/// One thread. It is plenty for refreshing files, and a proxy spends less
+/// CPU per transaction on one thread than on several: with pgbench
+/// select-only through the socket, 23 µs of agent CPU per transaction against
+/// 32 µs on a two-worker runtime, whose workers park and wake between
+/// messages (BENCHMARKS.md, "Proxy mode (PostgreSQL)"). A pod's agent
+/// usually has well under one core anyway.
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-}
-
-/// A proxy splices and encrypts every client's bytes: up to 4 threads.
-fn proxy_runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
         .enable_all()
         .build()
 }

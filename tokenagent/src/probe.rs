@@ -4,7 +4,8 @@
 //! pgpass line exist in regular files with mode 0600 and hold a token with at
 //! least `--min-life` left, judged from its `X-Amz-Date` and `X-Amz-Expires`
 //! and signed no later than [`MAX_CLOCK_SKEW`] from now; and, in proxy mode,
-//! its socket accepts a connection. Every failure names the database.
+//! its socket accepts a connection (PostgreSQL) or exists (MySQL, see
+//! [`check_socket`]). Every failure names the database.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -196,30 +197,40 @@ fn pgpass_lines(path: &Path) -> Result<Vec<[String; 5]>, ProbeError> {
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The proxy's socket accepts; a PostgreSQL proxy also answers an
-/// SSLRequest with `N`, as it does for every client.
+/// SSLRequest with `N`, as it does for every client. A MySQL proxy's socket
+/// must only exist: a MySQL server speaks first, so every connection makes
+/// the proxy connect upstream, and a server counts a connection closed
+/// before the login as a connect error (`max_connect_errors` then blocks
+/// the pod's address).
 fn check_socket(e: &Endpoint, dir: &str) -> Result<(), ProbeError> {
     use std::io::{Read, Write};
+    use std::os::unix::fs::FileTypeExt;
     let path = e.socket_path(dir);
     let fail = |reason: String| ProbeError::Socket {
         path: path.clone(),
         reason,
     };
+    if e.engine == Engine::Mysql {
+        let meta = fs::symlink_metadata(&path).map_err(|err| fail(err.to_string()))?;
+        if !meta.file_type().is_socket() {
+            return Err(fail("it is not a socket".to_owned()));
+        }
+        return Ok(());
+    }
     let mut s =
         std::os::unix::net::UnixStream::connect(&path).map_err(|err| fail(err.to_string()))?;
-    if e.engine == Engine::Postgres {
-        s.set_read_timeout(Some(SOCKET_TIMEOUT))
-            .and_then(|()| s.set_write_timeout(Some(SOCKET_TIMEOUT)))
-            .and_then(|()| s.write_all(&crate::proxy::pg_wire::ssl_request()))
-            .map_err(|err| fail(err.to_string()))?;
-        let mut answer = [0u8; 1];
-        s.read_exact(&mut answer)
-            .map_err(|err| fail(err.to_string()))?;
-        if answer[0] != b'N' {
-            return Err(fail(format!(
-                "it answered {:?} to an SSLRequest",
-                answer[0] as char
-            )));
-        }
+    s.set_read_timeout(Some(SOCKET_TIMEOUT))
+        .and_then(|()| s.set_write_timeout(Some(SOCKET_TIMEOUT)))
+        .and_then(|()| s.write_all(&crate::proxy::pg_wire::ssl_request()))
+        .map_err(|err| fail(err.to_string()))?;
+    let mut answer = [0u8; 1];
+    s.read_exact(&mut answer)
+        .map_err(|err| fail(err.to_string()))?;
+    if answer[0] != b'N' {
+        return Err(fail(format!(
+            "it answered {:?} to an SSLRequest",
+            answer[0] as char
+        )));
     }
     Ok(())
 }
@@ -337,5 +348,37 @@ mod tests {
             probe(d.path(), &[], Duration::ZERO, at(0)),
             Err(ProbeError::BadPgpass { .. })
         ));
+    }
+
+    /// A MySQL proxy's socket is checked without connecting: a connection
+    /// would make the proxy connect upstream and the server count a connect
+    /// error.
+    #[test]
+    fn a_mysql_socket_is_checked_without_a_connection() {
+        let d = setup();
+        let (e, _) = Endpoint::parse_spec(
+            "default=mysql://u@db:5432?region=us-east-1&mode=proxy",
+            |_| None,
+        )
+        .unwrap();
+        let sock = e.socket_path(&d.path().display().to_string());
+        let e = [e];
+        let err = probe(d.path(), &e, Duration::ZERO, at(0)).unwrap_err();
+        assert!(
+            err.to_string().contains("mysqld.sock does not answer"),
+            "{err}"
+        );
+        fs::write(&sock, "").unwrap();
+        let err = probe(d.path(), &e, Duration::ZERO, at(0)).unwrap_err();
+        assert!(err.to_string().contains("it is not a socket"), "{err}");
+        fs::remove_file(&sock).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        probe(d.path(), &e, Duration::ZERO, at(0)).unwrap();
+        assert_eq!(
+            listener.accept().unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock,
+            "the probe must not connect"
+        );
     }
 }

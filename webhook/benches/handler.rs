@@ -33,6 +33,7 @@ fn bench(c: &mut Criterion) {
     for (name, want) in [
         ("deployment-pod.json", ReviewResult::Patched),
         ("irsa-pod.json", ReviewResult::Patched),
+        ("two-db-pod.json", ReviewResult::Patched),
         ("plain-pod.json", ReviewResult::AllowedUnchanged),
     ] {
         let body = fixture(name);

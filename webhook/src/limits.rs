@@ -130,35 +130,7 @@ pub fn fit_to_fd_limit(https: usize, metrics: usize, nofile: u64) -> (usize, usi
     (https, metrics)
 }
 
-/// Raises the soft open-file limit to the hard one, as the Go runtime does
-/// for every program. Returns the error if the kernel refused.
-pub fn raise_fd_limit() -> std::io::Result<()> {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let lim = getrlimit(Resource::Nofile);
-    // `None` means unlimited.
-    let below = match (lim.current, lim.maximum) {
-        (Some(cur), Some(max)) => cur < max,
-        (Some(_), None) => true,
-        (None, _) => false,
-    };
-    if below {
-        setrlimit(
-            Resource::Nofile,
-            Rlimit {
-                current: lim.maximum,
-                maximum: lim.maximum,
-            },
-        )?;
-    }
-    Ok(())
-}
-
-/// The open-file limit in force (`u64::MAX` when unlimited).
-pub fn fd_limit() -> u64 {
-    rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .unwrap_or(u64::MAX)
-}
+pub use rds_iam_common::process::{fd_limit, raise_fd_limit};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

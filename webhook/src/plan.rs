@@ -118,7 +118,7 @@ pub fn plan(
     let agent_uid = resolve_uid(spec, &targets, req, cfg, &mut warnings)?;
     let databases = resolve_databases(&targets, req, cfg, &mut warnings)?;
     let mode = req.sidecar.unwrap_or(cfg.sidecar_mode);
-    check_proxies(spec, req, &databases, mode)?;
+    check_proxies(spec, &targets, req, &databases, mode)?;
     let (aws_env, aws_mounts) = aws_identity(spec, &targets, &mut warnings);
     let ca_file = req.ca.as_ref().map(|c| format!("{CA_DIR}/{}", c.key));
     let env = target_env(&databases, ca_file.as_deref());
@@ -408,16 +408,20 @@ fn resolve_databases(
             sslmode: *sslmode,
             access: *access,
         };
-        if let Some(first) = out.iter().find(|o| {
-            o.engine == Engine::Postgres
-                && endpoint.engine == Engine::Postgres
-                && o.token_key() == endpoint.token_key()
-                && o.region != endpoint.region
-        }) {
+        if let Some(first) = out
+            .iter()
+            .find(|o| o.token_key() == endpoint.token_key() && o.region != endpoint.region)
+        {
+            let shared = if first.engine == Engine::Postgres && endpoint.engine == Engine::Postgres
+            {
+                "one pgpass line (libpq takes the first line that matches host, port and user)"
+            } else {
+                "one token (the agent signs one per host, port and user)"
+            };
             return Err(Denial::new(
                 db.key("region"),
                 format!(
-                    "database \"{}\" is signed for region {} but database \"{}\", with the same host, port and user, for {}; they share one pgpass line (libpq takes the first line that matches host, port and user), so both must use one region: set the same region for both",
+                    "database \"{}\" is signed for region {} but database \"{}\", with the same host, port and user, for {}; they share {shared}, so both must use one region: set the same region for both",
                     endpoint.name, endpoint.region, first.name, first.region
                 ),
             ));
@@ -513,9 +517,10 @@ fn target_env(databases: &[Endpoint], ca_file: Option<&str>) -> Vec<EnvVar> {
             &file(&d.name.token_file()),
         ));
         match (d.engine, d.access.mode) {
-            (Engine::Postgres, _) => {
-                env.push(var(&format!("RDS_IAM_{key}_URL"), &d.client_url(DIR)))
-            }
+            (Engine::Postgres, _) => env.push(var(
+                &format!("RDS_IAM_{key}_URL"),
+                &d.client_url(DIR, ca_file),
+            )),
             (Engine::Mysql, Mode::Proxy) => env.push(var(
                 &format!("RDS_IAM_{key}_MYSQL_UNIX_PORT"),
                 &d.socket_path(DIR),
@@ -530,6 +535,7 @@ fn target_env(databases: &[Endpoint], ca_file: Option<&str>) -> Vec<EnvVar> {
 /// verify modes, and ports the pod does not use already.
 fn check_proxies(
     spec: &PodSpec,
+    targets: &[Target<'_>],
     req: &InjectionRequest,
     databases: &[Endpoint],
     mode: SidecarMode,
@@ -546,6 +552,13 @@ fn check_proxies(
             return Err(Denial::new(
                 key(e, "mode"),
                 format!("is \"proxy\" but {from}: the agent would exit after writing the files and nothing would serve the proxy's socket; set rds-iam/sidecar: \"native\" (or \"classic\"), or use mode \"files\""),
+            ));
+        }
+        let init_target = targets.iter().find(|t| t.section == Section::Init);
+        if let (true, SidecarMode::Classic, Some(t)) = (proxy, mode, init_target) {
+            return Err(Denial::new(
+                key(e, "mode"),
+                format!("is \"proxy\" but init container {:?} is a target, and a classic sidecar only starts after every init container, so nothing would serve its socket; set rds-iam/sidecar: \"native\", or leave {:?} out of rds-iam/containers", t.container.name, t.container.name),
             ));
         }
         let verify = e.sslmode != SslMode::Require;

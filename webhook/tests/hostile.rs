@@ -172,6 +172,19 @@ impl Server {
         sample(&text, series)
     }
 
+    /// The series once it equals `want`, or its value after 5 s: a
+    /// connection is counted just after the client sees it closed.
+    async fn metric_settled(&self, series: &str, want: f64) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let v = self.metric(series).await;
+            if v == want || Instant::now() > deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     fn tls_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
         let mut config = Arc::unwrap_or_clone(client_config(
             &self.ca,
@@ -548,13 +561,11 @@ async fn slow_and_stopped_headers_are_cut_at_the_header_timeout() {
         t.abort();
     }
     assert_eq!(
-        srv.metric("rds_iam_webhook_connections_closed_total{listener=\"https\",reason=\"header_timeout\"}")
-            .await,
+        srv.metric_settled("rds_iam_webhook_connections_closed_total{listener=\"https\",reason=\"header_timeout\"}", 4.0).await,
         4.0
     );
     assert_eq!(
-        srv.metric("rds_iam_webhook_connections_closed_total{listener=\"metrics\",reason=\"header_timeout\"}")
-            .await,
+        srv.metric_settled("rds_iam_webhook_connections_closed_total{listener=\"metrics\",reason=\"header_timeout\"}", 1.0).await,
         1.0
     );
     srv.assert_peak_rss("slow headers");
@@ -635,8 +646,11 @@ async fn stopped_and_endless_bodies_get_408_at_the_body_timeout() {
     );
     feeder.abort();
     assert_eq!(
-        srv.metric("rds_iam_webhook_requests_refused_total{reason=\"body_timeout\"}")
-            .await,
+        srv.metric_settled(
+            "rds_iam_webhook_requests_refused_total{reason=\"body_timeout\"}",
+            3.0
+        )
+        .await,
         3.0
     );
     srv.assert_peak_rss("stopped bodies");

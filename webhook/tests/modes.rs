@@ -237,6 +237,36 @@ async fn mode_denials_name_the_key_and_the_fix() {
             words: &["\"\" is empty"],
         },
         Denied {
+            what: "proxy for an init container with a classic sidecar",
+            fixture: "irsa-pod.json",
+            set: &[("rds-iam/mode", "proxy"), ("rds-iam/sidecar", "classic")],
+            annotation: "rds-iam/mode",
+            words: &[
+                "init container \"migrate\" is a target",
+                "nothing would serve its socket",
+                "rds-iam/sidecar: \"native\"",
+            ],
+        },
+        Denied {
+            what: "two mysql databases on one host, port and user in two regions",
+            fixture: "mysql-pod.json",
+            set: &[
+                ("rds-iam/region", "eu-west-1"),
+                ("rds-iam/replica.engine", "mysql"),
+                (
+                    "rds-iam/replica.host",
+                    "shop-mysql.c9akciq32xyz.eu-west-1.rds.amazonaws.com",
+                ),
+                ("rds-iam/replica.user", "shop_app"),
+                ("rds-iam/replica.region", "eu-central-1"),
+            ],
+            annotation: "rds-iam/replica.region",
+            words: &[
+                "they share one token (the agent signs one per host, port and user)",
+                "set the same region for both",
+            ],
+        },
+        Denied {
             what: "a proxy port that a container uses",
             fixture: "proxy-pod.json",
             set: &[("rds-iam/proxy-port", "8080")],
@@ -327,4 +357,26 @@ async fn mode_denials_name_the_key_and_the_fix() {
         msg.contains("the webhook's --sidecar-mode is init-only"),
         "{msg}"
     );
+}
+
+/// With a native sidecar, an init container after the agent can use the
+/// proxy; with a classic one only app containers can.
+#[tokio::test]
+async fn proxy_for_init_containers_needs_a_native_sidecar() {
+    let mut review = fixture("irsa-pod.json");
+    annotate(&mut review, "rds-iam/mode", "proxy");
+    let pod = patched(&review).await;
+    let migrate = pod
+        .spec
+        .as_ref()
+        .unwrap()
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == "migrate")
+        .unwrap();
+    assert!(env_pairs(migrate).contains(&("PGHOST".into(), "/var/run/rds-iam".into())));
+    annotate(&mut review, "rds-iam/containers", "api");
+    annotate(&mut review, "rds-iam/sidecar", "classic");
+    patched(&review).await;
 }

@@ -1,17 +1,16 @@
 //! The proxy's sockets, its connection limit and its lifecycle.
 //!
-//! A Unix socket is created with mode 0600 before anyone can reach it (bound
-//! in a private directory, then renamed into place), so only the agent's UID,
-//! which is the app's, can connect. A loopback TCP port is optional.
+//! A Unix socket listens only once its mode is 0600, so only the agent's UID,
+//! which is the app's, can ever connect. A loopback TCP port is optional.
 //!
-//! Beyond `--max-connections`, a new client gets an ErrorResponse and the
-//! agent keeps serving the others. On shutdown the listeners close at once;
+//! Beyond `--max-connections`, a new client gets an ErrorResponse (an ERR
+//! packet for MySQL) and the agent keeps serving the others. On shutdown the listeners close at once;
 //! open sessions get up to `--max-sigterm-delay` to finish (0 for a native
 //! sidecar, whose app has already exited), then they are cut.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +22,7 @@ use tokio::sync::{watch, Semaphore};
 use super::metrics::Failure;
 use super::pg_wire::{self, sqlstate};
 use super::upstream::Upstream;
-use super::{mysql_session, pg_session};
+use super::{mysql_session, mysql_wire, pg_session};
 
 /// Where a database's proxy listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,21 +62,13 @@ impl Listener {
                     std::fs::create_dir_all(dir)?;
                     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
                 }
-                // Bind where nobody else can reach, fix the mode, then move
-                // the socket into place: it is never reachable with a wider mode.
-                let nonce: u64 = rand::random();
-                let private = dir.join(format!(".rds-iam-sock-{nonce:016x}"));
-                std::fs::DirBuilder::new().mode(0o700).create(&private)?;
-                let tmp = private.join("s");
-                let bound = (|| -> std::io::Result<UnixListener> {
-                    let listener = UnixListener::bind(&tmp)?;
-                    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-                    std::fs::rename(&tmp, path)?;
-                    Ok(listener)
-                })();
-                let _ = std::fs::remove_file(&tmp);
-                let _ = std::fs::remove_dir(&private);
-                Ok(Self::Unix(bound?, path.clone()))
+                // A stale socket of a previous agent.
+                match std::fs::remove_file(path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+                let std = bind_private(path)?;
+                Ok(Self::Unix(UnixListener::from_std(std)?, path.clone()))
             }
         }
     }
@@ -92,6 +83,34 @@ impl Listener {
             }
         }
     }
+}
+
+/// Pending connections a listener holds before they are accepted.
+const BACKLOG: i32 = 1024;
+
+/// A Unix socket at `path` with mode 0600 that listens only once the mode
+/// is set, so no other UID ever connects, not even in between. It is bound
+/// at `path` itself: the name a client sees as its peer's address is the
+/// path it connected to, and clients that reconnect to that address (pgx
+/// sends its CancelRequest there) find the socket.
+fn bind_private(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use rustix::net::{
+        bind, listen, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType,
+    };
+    let fd = socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    bind(&fd, &SocketAddrUnix::new(path)?)?;
+    let private = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| Ok(listen(&fd, BACKLOG)?));
+    if let Err(e) = private {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(fd.into())
 }
 
 impl Drop for Listener {
@@ -118,7 +137,7 @@ pub struct Limits {
 
 /// Refusals (at the connection limit) answered at the same time; beyond,
 /// the connection is closed without a word.
-const MAX_REFUSALS: usize = 64;
+pub const MAX_REFUSALS: usize = 64;
 /// How long a refused client may take to send its startup packet.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -198,10 +217,11 @@ async fn accept_loop(
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             up.metrics.failed(&db, Failure::Limit);
             if let Ok(r) = refusals.clone().try_acquire_owned() {
+                let engine = up.source.endpoint.engine;
                 tokio::spawn(async move {
                     match conn {
-                        Conn::Unix(s) => refuse(s).await,
-                        Conn::Tcp(s) => refuse(s).await,
+                        Conn::Unix(s) => refuse(s, engine).await,
+                        Conn::Tcp(s) => refuse(s, engine).await,
                     }
                     drop(r);
                 });
@@ -230,14 +250,33 @@ async fn serve(conn: Conn, up: Arc<Upstream>) {
     }
 }
 
-/// Reads the client's first packets (so it is listening for the answer),
-/// then answers with "too many connections".
-async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
+/// Answers with "too many connections": a MySQL client at once (the server
+/// speaks first, so an ERR packet takes the greeting's place); a PostgreSQL
+/// client after its first packets, so it is listening for the answer.
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, engine: rds_iam_common::Engine) {
+    const MESSAGE: &str = "too many connections to the rds-iam proxy";
+    const HINT: &str = "the agent's --max-connections (RDS_IAM_MAX_CONNECTIONS) is reached; close idle connections or raise the limit";
+    if engine == rds_iam_common::Engine::Mysql {
+        let err = mysql_wire::err_payload(
+            mysql_wire::code::TOO_MANY_CONNECTIONS,
+            "08004",
+            &format!("{MESSAGE}: {HINT}"),
+        );
+        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
+            s.write_all(&mysql_wire::packet(0, &err)).await?;
+            s.shutdown().await
+        })
+        .await;
+        return;
+    }
     let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
         let mut buf = Vec::new();
         loop {
             match pg_wire::parse_initial(&buf) {
-                Ok(pg_wire::Parsed::Done(pg_wire::Initial::SslRequest | pg_wire::Initial::GssEncRequest, n)) => {
+                Ok(pg_wire::Parsed::Done(
+                    pg_wire::Initial::SslRequest | pg_wire::Initial::GssEncRequest,
+                    n,
+                )) => {
                     buf.drain(..n);
                     s.write_all(b"N").await?;
                 }
@@ -252,13 +291,36 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
                 _ => break,
             }
         }
-        let msg = pg_wire::error_response(
-            sqlstate::TOO_MANY_CONNECTIONS,
-            "too many connections to the rds-iam proxy",
-            Some("the agent's --max-connections (RDS_IAM_MAX_CONNECTIONS) is reached; close idle connections or raise the limit"),
-        );
+        let msg = pg_wire::error_response(sqlstate::TOO_MANY_CONNECTIONS, MESSAGE, Some(HINT));
         s.write_all(&msg).await?;
         s.shutdown().await
     })
     .await;
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_unix_socket_is_private_and_named_by_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db").join(".s.PGSQL.5432");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "stale").unwrap();
+        let l = Listener::bind(&Bind::Unix(path.clone())).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+        let client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        // The address a client sees is the path it connected to (pgx sends
+        // its CancelRequest there).
+        assert_eq!(
+            client.peer_addr().unwrap().as_pathname(),
+            Some(path.as_path())
+        );
+        assert!(matches!(l.accept().await, Ok(Conn::Unix(_))));
+        drop(l);
+        assert!(!path.exists(), "the socket goes with the listener");
+    }
 }

@@ -10,9 +10,11 @@
 //! - [`tls`]: upstream TLS per sslmode;
 //! - [`cancel`]: cancel keys to upstream addresses;
 //! - [`listener`]: sockets, the connection limit and the lifecycle;
+//! - [`fdlimit`]: the open-file limit the sessions need;
 //! - [`metrics`]: counters by database.
 
 pub mod cancel;
+pub mod fdlimit;
 pub mod listener;
 pub mod metrics;
 pub mod mysql_session;

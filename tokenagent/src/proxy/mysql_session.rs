@@ -71,7 +71,7 @@ where
         let (mut tcp, addr) = up.connect_tcp(None).await.map_err(|detail| {
             upstream_err(
                 Failure::Upstream,
-                code::CANNOT_CONNECT,
+                code::UNAVAILABLE,
                 format!("cannot reach upstream {label}: {detail}; {UNREACHABLE_HINT}"),
             )
         })?;
@@ -89,7 +89,7 @@ where
                 .unwrap_or_default();
             return Err(upstream_err(
                 Failure::Upstream,
-                code::CANNOT_CONNECT,
+                code::UNAVAILABLE,
                 format!("upstream {label} ({addr}) refused the connection: {e}"),
             ));
         }
@@ -107,7 +107,7 @@ where
         .map_err(|_| {
             upstream_err(
                 Failure::Upstream,
-                code::CANNOT_CONNECT,
+                code::UNAVAILABLE,
                 format!(
                     "upstream {label} did not greet within {}s",
                     up.connect_timeout.as_secs()
@@ -117,9 +117,9 @@ where
     if !mysql_wire::offers_tls(&greeting) {
         return Err(upstream_err(
             Failure::Tls,
-            code::TLS,
+            code::HANDSHAKE,
             format!(
-                "upstream {label} ({addr}) does not offer TLS; the token is never sent without it. IAM authentication needs TLS: enable it on the server"
+                "upstream {label} ({addr}) does not offer TLS, and the token is never sent without it; check that the host is the RDS endpoint (RDS always offers TLS)"
             ),
         ));
     }
@@ -174,7 +174,7 @@ where
     let Some(token) = up.source.valid(SystemTime::now()) else {
         return Err(Some(refusal(
             Failure::NoToken,
-            code::CANNOT_CONNECT,
+            code::UNAVAILABLE,
             "08S01",
             format!("the rds-iam agent has no valid token for {label} yet; check the agent's log for refresh errors"),
         )));
@@ -187,6 +187,8 @@ where
         upstream_resp.capabilities = (response.capabilities | mysql_wire::cap::SSL)
             & !(mysql_wire::cap::COMPRESS | mysql_wire::cap::ZSTD_COMPRESSION);
         upstream_resp.user = endpoint.user.as_bytes().to_vec();
+        // The client answered the proxy's scramble, not the server's.
+        upstream_resp.auth_response = Vec::new();
         tcp.write_all(&mysql_wire::packet(1, &upstream_resp.ssl_request()))
             .await
             .map_err(|e| format!("closed the connection: {e}"))?;
@@ -194,7 +196,10 @@ where
             .connect(up.server_name.clone(), tcp)
             .await
             .map_err(|e| {
-                format!("TLS handshake failed: {e}; the token is never sent without TLS")
+                format!(
+                    "TLS handshake failed: {e}; the token is never sent without TLS; likely cause: {}",
+                    up.handshake_hint()
+                )
             })?;
         tls.write_all(&mysql_wire::packet(2, &upstream_resp.encode()))
             .await
@@ -208,11 +213,12 @@ where
         .map_err(|detail| {
             upstream_err(
                 Failure::Tls,
-                code::TLS,
+                code::HANDSHAKE,
                 format!("upstream {label} ({addr}): {detail}"),
             )
         })?;
     let mut ubuf = Vec::new();
+    let mut sent_token = false;
     let ok = loop {
         let (useq, reply) =
             tokio::time::timeout(up.connect_timeout, read_packet(&mut tls, &mut ubuf))
@@ -231,8 +237,23 @@ where
                         format!("upstream {label} closed the connection during the login: {e}"),
                     )
                 })?;
+        let not_iam = |what: String| {
+            up.metrics.auth_failed(&endpoint.name);
+            Some(refusal(
+                Failure::AuthMethod,
+                code::ACCESS_DENIED,
+                "28000",
+                format!(
+                    "upstream {label} did not ask for the token (mysql_clear_password): {what}; '{}' is not an IAM user (CREATE USER ... IDENTIFIED WITH AWSAuthenticationPlugin AS 'RDS'), or IAM authentication is off on the database",
+                    endpoint.user
+                ),
+            ))
+        };
         match mysql_wire::parse_auth_reply(&reply) {
-            Ok(AuthReply::Switch { plugin, .. }) if plugin == CLEAR_PASSWORD.as_bytes() => {
+            Ok(AuthReply::Switch { plugin, .. })
+                if plugin == CLEAR_PASSWORD.as_bytes() && !sent_token =>
+            {
+                sent_token = true;
                 tls.write_all(&mysql_wire::packet(
                     useq.wrapping_add(1),
                     &mysql_wire::clear_password(token.token.expose()),
@@ -247,42 +268,37 @@ where
                 })?;
             }
             Ok(AuthReply::Ok) => break reply,
-            Ok(AuthReply::Err(e)) => {
+            Ok(AuthReply::Err(e)) if sent_token => {
                 up.metrics.auth_failed(&endpoint.name);
                 return Err(Some(refusal(
                     Failure::Auth,
                     code::ACCESS_DENIED,
                     "28000",
                     format!(
-                        "upstream {label} refused the login: {} ({} {}); check that '{}' is an IAM user (IDENTIFIED WITH AWSAuthenticationPlugin AS 'RDS'), that the pod's IAM role may rds-db:connect as this user, and that the token's host and region ({}) are the database's",
+                        "upstream {label} refused the token: {} ({} {}); check that the pod's IAM role may rds-db:connect as '{}', and that the token's host and region ({}) are the database's",
                         e.message, e.code, e.sqlstate, endpoint.user, endpoint.region
                     ),
                 )));
             }
-            Ok(AuthReply::Switch { plugin, .. }) => {
-                up.metrics.auth_failed(&endpoint.name);
-                return Err(Some(refusal(
-                    Failure::AuthMethod,
-                    code::ACCESS_DENIED,
-                    "28000",
-                    format!(
-                        "upstream {label} asked for {}, not for mysql_clear_password: IAM authentication cannot answer it; '{}' is probably not an IAM user (IDENTIFIED WITH AWSAuthenticationPlugin AS 'RDS'), or IAM authentication is off",
-                        String::from_utf8_lossy(&plugin),
-                        endpoint.user
-                    ),
-                )));
+            // Refused before asking for a password: the user's plugin
+            // decided on the proxy's empty answer.
+            Ok(AuthReply::Err(e)) => {
+                return Err(not_iam(format!(
+                    "it refused the login at once: {} ({} {})",
+                    e.message, e.code, e.sqlstate
+                )))
+            }
+            Ok(AuthReply::Switch { plugin, .. }) if plugin != CLEAR_PASSWORD.as_bytes() => {
+                return Err(not_iam(format!(
+                    "it asked for {}",
+                    String::from_utf8_lossy(&plugin)
+                )))
+            }
+            Ok(AuthReply::Switch { .. }) => {
+                return Err(not_iam("it asked for a password twice".to_owned()))
             }
             Ok(AuthReply::More(_)) | Err(_) => {
-                up.metrics.auth_failed(&endpoint.name);
-                return Err(Some(refusal(
-                    Failure::AuthMethod,
-                    code::ACCESS_DENIED,
-                    "28000",
-                    format!(
-                        "upstream {label} did not ask for mysql_clear_password; '{}' is probably not an IAM user, or IAM authentication is off",
-                        endpoint.user
-                    ),
-                )));
+                return Err(not_iam("it sent more authentication data".to_owned()))
             }
         }
     };

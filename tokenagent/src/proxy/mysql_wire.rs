@@ -498,18 +498,23 @@ pub fn parse_err(p: &[u8]) -> Result<ErrPacket, MyWireError> {
     })
 }
 
-/// Error codes the proxy answers with.
+/// Error codes the proxy answers with: server errors only. A client takes
+/// a code of its own range (2000-2999, `CR_*`) from a server as a broken
+/// packet: MariaDB Connector/C reports `2027 Received malformed packet`
+/// instead of the message.
 pub mod code {
     /// ER_ACCESS_DENIED_ERROR, SQLSTATE 28000.
     pub const ACCESS_DENIED: u16 = 1045;
     /// ER_CON_COUNT_ERROR, SQLSTATE 08004.
     pub const TOO_MANY_CONNECTIONS: u16 = 1040;
-    /// ER_HANDSHAKE_ERROR, SQLSTATE 08S01.
+    /// ER_HANDSHAKE_ERROR, SQLSTATE 08S01: the client's handshake, and TLS
+    /// to the database (not offered, or its handshake failed).
     pub const HANDSHAKE: u16 = 1043;
-    /// CR_CONN_HOST_ERROR as a server would say it: cannot reach the database.
-    pub const CANNOT_CONNECT: u16 = 2003;
-    /// CR_SSL_CONNECTION_ERROR.
-    pub const TLS: u16 = 2026;
+    /// ER_UNKNOWN_ERROR, SQLSTATE 08S01: the database cannot be reached, or
+    /// the agent has no token for it yet.
+    pub const UNAVAILABLE: u16 = 1105;
+    /// Every code above.
+    pub const ALL: [u16; 4] = [ACCESS_DENIED, TOO_MANY_CONNECTIONS, HANDSHAKE, UNAVAILABLE];
 }
 
 /// An ERR packet's payload (4.1 format, with a SQLSTATE).
@@ -725,6 +730,84 @@ mod tests {
             parse_packet(&[0xff, 0xff, 0xff, 0], 1000),
             Err(MyWireError::TooLong { .. })
         ));
+    }
+
+    #[test]
+    fn error_codes_are_server_errors() {
+        for c in code::ALL {
+            assert!((1000..2000).contains(&c), "{c} is not a server error code");
+        }
+    }
+
+    /// Packets of the connection phase to mutate: a greeting, a client's
+    /// response, an SSLRequest, an ERR, an auth switch, an OK.
+    fn seeds() -> Vec<Vec<u8>> {
+        vec![
+            mariadb_greeting(),
+            client_response().encode(),
+            client_response().ssl_request(),
+            err_payload(code::ACCESS_DENIED, "28000", "Access denied"),
+            b"\xfemysql_clear_password\0".to_vec(),
+            vec![0, 0, 0, 2, 0, 0, 0],
+        ]
+    }
+
+    /// Arbitrary bytes, or a seed with bytes overwritten and maybe cut.
+    fn input() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..300),
+            (
+                0..seeds().len(),
+                proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+                proptest::option::of(any::<usize>()),
+            )
+                .prop_map(|(i, edits, cut)| {
+                    let mut b = seeds().swap_remove(i);
+                    for (at, v) in edits {
+                        let n = b.len();
+                        b[at % n] = v;
+                    }
+                    if let Some(cut) = cut {
+                        b.truncate(cut % (b.len() + 1));
+                    }
+                    b
+                }),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(rds_iam_common::fuzz_cases(20_000)))]
+
+        /// No input makes a parser panic; what parses encodes back to the
+        /// same value, also after the proxy's changes; the SSLRequest sent
+        /// upstream is always read as one.
+        #[test]
+        fn handshake_parsers_fuzz(b in input()) {
+            use proptest::prop_assert_eq;
+            if let Ok(Parsed::Done(p, n)) = parse_packet(&b, 1 << 24) {
+                prop_assert_eq!(n, 4 + p.payload.len());
+                proptest::prop_assert!(n <= b.len());
+            }
+            if let Ok(g) = parse_greeting(&b) {
+                if g.capabilities & cap::SECURE_CONNECTION != 0 {
+                    let c = g.for_client([7; 20]);
+                    prop_assert_eq!(c.capabilities & (cap::SSL | cap::COMPRESS | cap::ZSTD_COMPRESSION), 0);
+                    prop_assert_eq!(parse_greeting(&c.encode()), Ok(c));
+                }
+            }
+            if let Ok(ClientHello::Response(r)) = parse_client_hello(&b) {
+                prop_assert_eq!(parse_client_hello(&r.encode()), Ok(ClientHello::Response(r.clone())));
+                let mut up = r;
+                up.capabilities = (up.capabilities | cap::SSL) & !(cap::COMPRESS | cap::ZSTD_COMPRESSION);
+                up.user = b"app_user".to_vec();
+                up.auth_response = Vec::new();
+                prop_assert_eq!(parse_client_hello(&up.ssl_request()), Ok(ClientHello::SslRequest));
+                prop_assert_eq!(parse_client_hello(&up.encode()), Ok(ClientHello::Response(up)));
+            }
+            let _ = parse_auth_reply(&b);
+            let _ = parse_err(&b);
+        }
     }
 
     #[test]

@@ -287,21 +287,28 @@ async fn login(
             },
             b'E' => {
                 let e = pg_wire::parse_error(&body);
+                let message = format!(
+                    "upstream {} refused the login: {} (SQLSTATE {})",
+                    up.label(),
+                    e.message,
+                    e.code
+                );
+                // Only class 28 is about the token; anything else (the
+                // server is full, starting up, shutting down) is the
+                // server's state, with its own code.
+                if !e.code.starts_with("28") {
+                    return Err(fail(
+                        Failure::Upstream,
+                        sqlstate::CANNOT_CONNECT,
+                        message,
+                        None,
+                    ));
+                }
                 up.metrics.auth_failed(&up.source.endpoint.name);
-                let code = if e.code.starts_with("28") {
-                    sqlstate::INVALID_PASSWORD
-                } else {
-                    sqlstate::CANNOT_CONNECT
-                };
                 return Err(fail(
                     Failure::Auth,
-                    code,
-                    format!(
-                        "upstream {} refused the login: {} (SQLSTATE {})",
-                        up.label(),
-                        e.message,
-                        e.code
-                    ),
+                    sqlstate::INVALID_PASSWORD,
+                    message,
                     Some(&format!(
                         "check that \"{}\" is granted rds_iam, that the pod's IAM role may rds-db:connect as this user, and that the token's host and region ({}) are the database's",
                         up.source.endpoint.user, up.source.endpoint.region
@@ -413,7 +420,7 @@ async fn connect_tls(
             Some(UNREACHABLE_HINT),
         ))
     })?;
-    let tls_refused = |detail: String| {
+    let tls_failed = |detail: String, hint: &'static str| {
         Some(Refusal::new(
             Failure::Tls,
             sqlstate::CONNECTION_FAILURE,
@@ -421,8 +428,14 @@ async fn connect_tls(
                 "upstream {} ({addr}): {detail}; the token is never sent without TLS",
                 up.label()
             ),
-            Some("IAM authentication needs TLS: enable SSL on the server"),
+            Some(hint),
         ))
+    };
+    let tls_refused = |detail: String| {
+        tls_failed(
+            detail,
+            "IAM authentication needs TLS: enable SSL on the server",
+        )
     };
     if !up.direct_tls {
         tcp.write_all(&pg_wire::ssl_request())
@@ -442,7 +455,7 @@ async fn connect_tls(
     let tls = tokio_rustls::TlsConnector::from(up.tls.clone())
         .connect(up.server_name.clone(), tcp)
         .await
-        .map_err(|err| tls_refused(format!("TLS handshake failed: {err}")))?;
+        .map_err(|err| tls_failed(format!("TLS handshake failed: {err}"), up.handshake_hint()))?;
     Ok((tls, addr))
 }
 

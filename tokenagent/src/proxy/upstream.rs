@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rds_iam_common::SslMode;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use tokio::net::TcpStream;
@@ -33,6 +34,21 @@ impl Upstream {
     pub fn label(&self) -> String {
         let e = &self.source.endpoint;
         format!("{}:{}", e.host, e.port)
+    }
+
+    /// The likely cause of a failed TLS handshake, by sslmode.
+    pub fn handshake_hint(&self) -> &'static str {
+        match self.source.endpoint.sslmode {
+            SslMode::Require => {
+                "the server and the agent share no TLS version or cipher (TLS 1.2 or later is needed)"
+            }
+            SslMode::VerifyCa => {
+                "the server's certificate is not signed by the CA bundle of rds-iam/ca-configmap: put the RDS CA bundle (global-bundle.pem) there"
+            }
+            SslMode::VerifyFull => {
+                "the server's certificate is not signed by the CA bundle of rds-iam/ca-configmap, or is not for the host name: put the RDS CA bundle (global-bundle.pem) there, and use the endpoint's own DNS name as rds-iam/host"
+            }
+        }
     }
 
     /// Connects to the endpoint, trying each address it resolves to, or to
