@@ -19,6 +19,29 @@ use rds_iam_e2e::pgrds::{Client, Target};
 use rds_iam_e2e::runc::{agent_image_archive, Image};
 use serde_json::json;
 
+/// Asserts that the patched pod's `app` container has each of `want` in
+/// its env.
+fn assert_app_env(pod: &k8s_openapi::api::core::v1::Pod, want: &[(&str, &str)]) -> Result<()> {
+    let app = pod
+        .spec
+        .as_ref()
+        .context("spec")?
+        .containers
+        .iter()
+        .find(|c| c.name == "app")
+        .context("app")?;
+    let env: Vec<(&str, &str)> = app
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or("")))
+        .collect();
+    for kv in want {
+        assert!(env.contains(kv), "{}={} missing in {env:?}", kv.0, kv.1);
+    }
+    Ok(())
+}
+
 fn say(s: &str) {
     eprintln!("{s}");
 }
@@ -42,25 +65,15 @@ fn example_pod_logs_in_across_refresh_cycles() -> Result<()> {
         agent.security_context.as_ref().and_then(|s| s.run_as_user),
         Some(70)
     );
-    let app = spec
-        .containers
-        .iter()
-        .find(|c| c.name == "app")
-        .context("app")?;
-    let env: Vec<(&str, &str)> = app
-        .env
-        .iter()
-        .flatten()
-        .map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or("")))
-        .collect();
-    for (k, v) in [
-        ("PGPASSFILE", "/var/run/rds-iam/pgpass"),
-        ("PGHOST", "localhost"),
-        ("PGUSER", USER),
-        ("PGSSLMODE", "require"),
-    ] {
-        assert!(env.contains(&(k, v)), "{k}={v} missing in {env:?}");
-    }
+    assert_app_env(
+        &typed,
+        &[
+            ("PGPASSFILE", "/var/run/rds-iam/pgpass"),
+            ("PGHOST", "localhost"),
+            ("PGUSER", USER),
+            ("PGSSLMODE", "require"),
+        ],
+    )?;
     assert_eq!(
         patched["metadata"]["annotations"]["rds-iam/status"],
         json!("injected")
@@ -328,27 +341,14 @@ fn proxy_mode_pod_serves_a_client_that_fails_with_the_passfile() -> Result<()> {
     // Proxy mode: the same client, the same (injected) environment.
     let response = chain.review(&admission_review(&proxy_pod))?;
     let (_, typed) = apply_response(&proxy_pod, &response)?;
-    let app = typed
-        .spec
-        .as_ref()
-        .context("spec")?
-        .containers
-        .iter()
-        .find(|c| c.name == "app")
-        .context("app")?;
-    let env: Vec<(&str, &str)> = app
-        .env
-        .iter()
-        .flatten()
-        .map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or("")))
-        .collect();
-    for (k, v) in [
-        ("PGHOST", "/var/run/rds-iam"),
-        ("PGPORT", "5432"),
-        ("PGSSLMODE", "disable"),
-    ] {
-        assert!(env.contains(&(k, v)), "{k}={v} missing in {env:?}");
-    }
+    assert_app_env(
+        &typed,
+        &[
+            ("PGHOST", "/var/run/rds-iam"),
+            ("PGPORT", "5432"),
+            ("PGSSLMODE", "disable"),
+        ],
+    )?;
     let run = kubelet.run_pod(&typed, &say)?;
     // The socket, in the volume, private to the app's UID.
     let vol = run.volume_dir("rds-iam").context("volume")?.to_owned();
