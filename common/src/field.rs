@@ -47,12 +47,46 @@ pub enum FieldError {
 
 /// The one way both binaries word a rejected value:
 /// `"70000" is outside 1..65535; write a port from 1 to 65535, e.g. "5432"`.
+/// A value longer than [`QUOTED_MAX`] is quoted by its start and length.
 pub fn describe(value: &str, err: &FieldError, advice: &str) -> String {
+    let quoted = quote(value);
     if advice.is_empty() {
-        format!("{value:?} {err}")
+        format!("{quoted} {err}")
     } else {
-        format!("{value:?} {err}; {advice}")
+        format!("{quoted} {err}; {advice}")
     }
+}
+
+/// The most bytes of a value a message quotes.
+pub const QUOTED_MAX: usize = 100;
+
+/// `value` quoted, or its first [`QUOTED_MAX`] bytes (on a character
+/// boundary) and its length: a message never grows with its input.
+pub fn quote(value: &str) -> String {
+    match head(value) {
+        None => format!("{value:?}"),
+        Some(h) => format!("{h:?}... ({} bytes)", value.len()),
+    }
+}
+
+/// Like [`quote`], for a name shown as it is (an annotation key).
+pub fn clip(name: &str) -> std::borrow::Cow<'_, str> {
+    match head(name) {
+        None => name.into(),
+        Some(h) => format!("{h}... ({} bytes)", name.len()).into(),
+    }
+}
+
+/// The first [`QUOTED_MAX`] bytes of a longer `value`, on a character boundary.
+fn head(value: &str) -> Option<&str> {
+    if value.len() <= QUOTED_MAX {
+        return None;
+    }
+    let mut end = QUOTED_MAX;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(&value[..end])
 }
 
 /// Rejects characters that can never be part of a host or user and could break
@@ -343,6 +377,26 @@ mod tests {
         );
         let m = describe("15m", &parse_interval("15m").unwrap_err(), "");
         assert_eq!(m, "\"15m\" is outside 1m..14m");
+    }
+
+    #[test]
+    fn long_values_are_quoted_by_their_start() {
+        let long = format!("{}é{}", "a".repeat(99), "b".repeat(1_000_000));
+        let m = describe(&long, &validate_host(&long).unwrap_err(), "write a host");
+        assert_eq!(
+            m,
+            format!(
+                "\"{}\"... (1000101 bytes) is 1000101 bytes long; the limit is 253; write a host",
+                "a".repeat(99)
+            ),
+            "cut before the two-byte é that straddles byte 100"
+        );
+        assert_eq!(quote(&"x".repeat(100)), format!("\"{}\"", "x".repeat(100)));
+        assert_eq!(clip(&"k".repeat(100)), "k".repeat(100));
+        assert_eq!(
+            clip(&"k".repeat(101)),
+            format!("{}... (101 bytes)", "k".repeat(100))
+        );
     }
 
     proptest::proptest! {

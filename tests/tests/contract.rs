@@ -48,7 +48,8 @@ fn the_agent_reads_back_what_the_webhook_writes() -> Result<()> {
     let mut checked = 0;
     for path in fixtures()? {
         let review: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
-        let pod: Pod = serde_json::from_value(review["request"]["object"].clone())?;
+        let pod: rds_iam_webhook::pod::Pod =
+            serde_json::from_value(review["request"]["object"].clone())?;
         let Ok(Decision::Inject(plan)) = decide(&pod, &cfg) else {
             continue;
         };

@@ -8,10 +8,10 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use k8s_openapi::api::core::v1::Pod;
 use kube_core::admission::AdmissionReview;
 use rds_iam_webhook::config::AgentConfig;
 use rds_iam_webhook::mutate::mutate;
+use rds_iam_webhook::pod::Pod;
 use rds_iam_webhook::review::{review, to_json, ReviewResult};
 
 // Same allocator as the rds-iam-webhook binary.

@@ -10,7 +10,7 @@
 //! This module only looks at the annotations; whatever depends on the rest of
 //! the pod (containers, UIDs, region from env) is decided in `mutate`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -76,7 +76,8 @@ impl Denial {
 
 impl fmt::Display for Denial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "annotation {}: {}", self.annotation, self.message)
+        let key = rds_iam_common::field::clip(&self.annotation);
+        write!(f, "annotation {key}: {}", self.message)
     }
 }
 
@@ -261,10 +262,12 @@ const POD_KEYS: &[Key<InjectionRequest>] = &[
     Key {
         field: "containers",
         parse: |v, r| {
+            // Each name once, in order: a repeated name adds nothing.
+            let mut seen = std::collections::BTreeSet::new();
             let names: Vec<String> = v
                 .split(',')
                 .map(str::trim)
-                .filter(|n| !n.is_empty())
+                .filter(|n| !n.is_empty() && seen.insert(*n))
                 .map(str::to_owned)
                 .collect();
             if names.is_empty() {
@@ -402,6 +405,9 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Result<InjectionRequest,
     let mut drafts: BTreeMap<DbName, DbDraft> = BTreeMap::new();
     let mut values: Vec<(&str, &str, Parse<DbDraft>, &str, DbName)> = Vec::new();
     let mut unknown: Vec<&str> = Vec::new();
+    // Names past one over the limit are only counted: no draft is kept, so
+    // thousands of names cost little before the denial.
+    let mut extra: BTreeSet<DbName> = BTreeSet::new();
 
     // 1. Which key is which. Key errors come before value errors.
     for (key, value) in annotations {
@@ -440,6 +446,9 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Result<InjectionRequest,
             None => (DbName::default_db(), rest),
         };
         match find(DB_KEYS, field) {
+            Some(_) if drafts.len() > MAX_DATABASES && !drafts.contains_key(&name) => {
+                extra.insert(name);
+            }
             Some(k) => {
                 let draft = drafts.entry(name.clone()).or_default();
                 draft.keys.push(key.clone());
@@ -470,12 +479,12 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Result<InjectionRequest,
     }
     if drafts.len() > MAX_DATABASES {
         let (name, _) = drafts.iter().nth(MAX_DATABASES).expect("more than the max");
+        let described = drafts.len() + extra.len();
         return Err(Denial::new(
             db_key(name, "host"),
             format!(
-                "the pod describes {} databases and at most {MAX_DATABASES} are allowed; remove the keys of {} of them",
-                drafts.len(),
-                drafts.len() - MAX_DATABASES
+                "the pod describes {described} databases and at most {MAX_DATABASES} are allowed; remove the keys of {} of them",
+                described - MAX_DATABASES
             ),
         ));
     }
@@ -731,7 +740,7 @@ mod tests {
             (PORT, "6432"),
             (DATABASE, "orders"),
             (REGION, "us-east-2"),
-            (CONTAINERS, " api , migrate,"),
+            (CONTAINERS, " api , migrate,api, migrate"),
             (SSLMODE, "verify-full"),
             (REFRESH_INTERVAL, "5m"),
             (RUN_AS_USER, "1000"),
@@ -927,6 +936,17 @@ mod tests {
         m.remove("rds-iam/db8.host");
         m.remove("rds-iam/db8.user");
         assert_eq!(parse(&m).unwrap().databases.len(), 8);
+        // Names past the limit are counted, not kept.
+        for i in 100..10_100 {
+            m.insert(format!("rds-iam/db{i}.host"), "h.example.com".into());
+        }
+        let d = parse(&m).unwrap_err();
+        // The ninth name in order: db0, db1, db100, db1000, db10000..db10004.
+        assert_eq!(d.annotation, "rds-iam/db10004.host");
+        assert_eq!(
+            d.message,
+            "the pod describes 10008 databases and at most 8 are allowed; remove the keys of 10000 of them"
+        );
     }
 
     /// Found through the annotations fuzz target (its slowest inputs): the

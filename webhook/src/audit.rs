@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::annotations::{self, ENABLED};
-use crate::mutate::has_agent;
+use crate::mutate::is_agent;
 use crate::render::{AGENT_CONTAINER, AGENT_INIT_CONTAINER};
 
 /// Namespaces the shipped `namespaceSelector` leaves out.
@@ -188,7 +188,13 @@ fn audit_pod(pod: &Pod, inv: &Inventory, opts: &AuditOptions) -> Option<Finding>
         return finding(Problem::OptInNotSeen, cause, fix);
     }
     let spec = pod.spec.as_ref()?;
-    if has_agent(spec) {
+    let has_agent = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .any(|c| is_agent(&c.name, c.command.as_deref()));
+    if has_agent {
         let reason = agent_not_ready(pod)?;
         return finding(
             Problem::AgentNotReady,

@@ -5,8 +5,60 @@
 //! a reference to an unknown name stays as written. So every value the webhook
 //! writes is escaped ([`escape`]), and a value it copies from the app into the
 //! agent is first expanded the way the app sees it ([`expand`]).
+//!
+//! References nest: five variables that each refer to the previous one 20
+//! times make 3 KB of env expand to gigabytes. So expansion draws on a
+//! [`Budget`] of substituted bytes shared by the whole review, and a value
+//! that would overrun it is not expanded at all.
 
 use std::collections::BTreeMap;
+
+/// The bytes [`expand`] may substitute for `$(VAR)` references over one
+/// review. Real env values are short; this is far above any real pod.
+pub const REVIEW_BUDGET: usize = 1 << 20;
+
+/// What is left of a review's substitution budget.
+#[derive(Debug)]
+pub struct Budget {
+    left: usize,
+    overrun: bool,
+}
+
+impl Budget {
+    pub fn new(bytes: usize) -> Self {
+        Self {
+            left: bytes,
+            overrun: false,
+        }
+    }
+
+    /// Whether an expansion has overrun the budget (which is then spent).
+    pub fn overrun(&self) -> bool {
+        self.overrun
+    }
+
+    /// Takes `n` bytes, or spends the rest and fails: after one overrun no
+    /// further substitution happens, so the work done stays within the
+    /// budget however the failed values are retried.
+    fn take(&mut self, n: usize) -> Result<(), OverBudget> {
+        match self.left.checked_sub(n) {
+            Some(left) => {
+                self.left = left;
+                Ok(())
+            }
+            None => {
+                self.left = 0;
+                self.overrun = true;
+                Err(OverBudget)
+            }
+        }
+    }
+}
+
+/// A value whose expansion would overrun the review's [`Budget`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("$(VAR) references expand past {REVIEW_BUDGET} bytes in this pod")]
+pub struct OverBudget;
 
 /// Escapes every `$`, so the kubelet passes `value` through unchanged.
 pub fn escape(value: &str) -> String {
@@ -23,13 +75,21 @@ pub struct Expanded {
 }
 
 /// Expands `input` as the kubelet does, with `known` holding the values of
-/// the variables defined before it.
-pub fn expand(input: &str, known: &BTreeMap<String, String>) -> Expanded {
+/// the variables defined before it. Every substituted byte is taken from
+/// `budget`; the work is linear in `input` plus what is substituted.
+pub fn expand(
+    input: &str,
+    known: &BTreeMap<String, String>,
+    budget: &mut Budget,
+) -> Result<Expanded, OverBudget> {
     let bytes = input.as_bytes();
     let mut out = String::with_capacity(input.len());
     let mut unresolved = Vec::new();
     let mut checkpoint = 0;
     let mut cursor = 0;
+    // Once no `)` follows, none will: later `$(` need not look again, which
+    // would make a value of many `$(` quadratic.
+    let mut closed = true;
     while cursor < bytes.len() {
         if bytes[cursor] == b'$' && cursor + 1 < bytes.len() {
             out.push_str(&input[checkpoint..cursor]);
@@ -39,11 +99,14 @@ pub fn expand(input: &str, known: &BTreeMap<String, String>) -> Expanded {
                     out.push('$');
                     1
                 }
-                b'(' => match rest.find(')') {
+                b'(' => match closed.then(|| rest.find(')')).flatten() {
                     Some(close) => {
                         let name = &rest[1..close];
                         match known.get(name) {
-                            Some(v) => out.push_str(v),
+                            Some(v) => {
+                                budget.take(v.len())?;
+                                out.push_str(v);
+                            }
                             None => {
                                 out.push_str(&format!("$({name})"));
                                 unresolved.push(name.to_owned());
@@ -52,6 +115,7 @@ pub fn expand(input: &str, known: &BTreeMap<String, String>) -> Expanded {
                         close + 1
                     }
                     None => {
+                        closed = false;
                         out.push_str("$(");
                         1
                     }
@@ -71,15 +135,19 @@ pub fn expand(input: &str, known: &BTreeMap<String, String>) -> Expanded {
         }
     }
     out.push_str(&input[checkpoint..]);
-    Expanded {
+    Ok(Expanded {
         value: out,
         unresolved,
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn expand(input: &str, known: &BTreeMap<String, String>) -> Expanded {
+        super::expand(input, known, &mut Budget::new(REVIEW_BUDGET)).unwrap()
+    }
 
     fn known() -> BTreeMap<String, String> {
         [("ROLE", "arn:aws:iam::1:role/app"), ("EMPTY", "")]
@@ -104,6 +172,8 @@ mod tests {
             ("$(ROLE", "$(ROLE"),
             ("$()", "$()"),
             ("$(NOPE)", "$(NOPE)"),
+            ("$($(ROLE)", "$($(ROLE)"),
+            ("$(x $$ $(ROLE", "$(x $ $(ROLE"),
             ("é$é", "é$é"),
             ("plain", "plain"),
         ];
@@ -119,6 +189,33 @@ mod tests {
         for v in ["$(AWS_ROLE_ARN)", "a$$b", "$", "$(", "x$y"] {
             assert_eq!(expand(&escape(v), &known()).value, v, "{v:?}");
         }
+    }
+
+    #[test]
+    fn an_overrun_spends_the_budget() {
+        let known = known();
+        let role = known["ROLE"].len();
+        let mut budget = Budget::new(3 * role);
+        let twice = super::expand("$(ROLE)$(ROLE)", &known, &mut budget).unwrap();
+        assert_eq!(twice.value.len(), 2 * role);
+        assert!(!budget.overrun());
+        assert_eq!(
+            super::expand("$(ROLE)$(ROLE)", &known, &mut budget),
+            Err(OverBudget),
+            "the second value needs {} more bytes than are left",
+            role
+        );
+        assert!(budget.overrun());
+        assert_eq!(
+            super::expand("$(ROLE)", &known, &mut budget),
+            Err(OverBudget),
+            "an overrun spends what was left"
+        );
+        let free = super::expand("a $$ $(NOPE) $(EMPTY)", &known, &mut budget).unwrap();
+        assert_eq!(
+            free.value, "a $ $(NOPE) ",
+            "nothing substituted, nothing taken"
+        );
     }
 
     proptest::proptest! {

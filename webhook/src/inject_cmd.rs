@@ -1,7 +1,7 @@
 //! `rds-iam-webhook inject`: injects the agent into the pod templates of
 //! multi-document YAML, with the same [`mutate`] as `POST /mutate`.
 
-use k8s_openapi::api::core::v1::Pod;
+use crate::pod::Pod;
 use serde::Deserialize;
 use serde_json::Value as Json;
 use serde_yaml::{Mapping, Value as Yaml};

@@ -30,6 +30,7 @@ pub mod listener;
 pub mod metrics;
 pub mod mutate;
 pub mod plan;
+pub mod pod;
 pub mod render;
 pub mod review;
 pub mod server;

@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::pod::{Pod, PodSpec};
 use json_patch::Patch;
-use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use rds_iam_common::AGENT_BINARY;
 
 use crate::annotations::{self, Denial};
@@ -89,15 +89,14 @@ pub fn has_agent(spec: &PodSpec) -> bool {
         .iter()
         .flatten()
         .chain(spec.containers.iter())
-        .any(|c| {
-            c.name == AGENT_CONTAINER
-                || c.name == AGENT_INIT_CONTAINER
-                || c.command
-                    .as_ref()
-                    .and_then(|cmd| cmd.first())
-                    .map(String::as_str)
-                    == Some(AGENT_BINARY)
-        })
+        .any(|c| is_agent(&c.name, c.command.as_deref()))
+}
+
+/// True for a container named as the agent or running its binary.
+pub fn is_agent(name: &str, command: Option<&[String]>) -> bool {
+    name == AGENT_CONTAINER
+        || name == AGENT_INIT_CONTAINER
+        || command.and_then(|c| c.first()).map(String::as_str) == Some(AGENT_BINARY)
 }
 
 /// Decides what to do with a pod on CREATE.

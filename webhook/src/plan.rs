@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, VolumeMount};
+use k8s_openapi::api::core::v1::{EnvVar, VolumeMount};
 use rds_iam_common::endpoint::PROXY_PG_PORT;
 use rds_iam_common::region::{self, RegionError};
 use rds_iam_common::{
@@ -17,6 +17,7 @@ use rds_iam_common::{
 use crate::annotations::{self, CaBundle, DbRequest, Denial, InjectionRequest};
 use crate::config::{AgentConfig, SidecarMode};
 use crate::expand::{self, expand};
+use crate::pod::{Container, PodSpec};
 
 /// Where the agent's files are, in the agent and in the app containers.
 pub const DIR: &str = rds_iam_common::DEFAULT_DIR;
@@ -35,7 +36,17 @@ pub const AWS_ENV: [&str; 7] = [
     "AWS_DEFAULT_REGION",
     "AWS_STS_REGIONAL_ENDPOINTS",
 ];
-/// Volumes the EKS pod identity webhook mounts; copied into the agent.
+/// The most containers a pod may give the token to. Each gets its own env
+/// and mounts in the patch, so this bounds the patch (and the memory to
+/// build it); no real pod comes near.
+pub const MAX_TARGETS: usize = 256;
+/// The AWS variables that name a token file in one of [`AWS_VOLUMES`].
+const TOKEN_FILE_ENV: [&str; 2] = [
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+];
+/// Volumes the EKS pod identity webhook mounts; copied into the agent,
+/// once each.
 pub const AWS_VOLUMES: [&str; 2] = ["aws-iam-token", "eks-pod-identity-token"];
 
 /// A pod spec's container list.
@@ -116,10 +127,11 @@ pub fn plan(
     }
     let mut warnings = Vec::new();
     let agent_uid = resolve_uid(spec, &targets, req, cfg, &mut warnings)?;
-    let databases = resolve_databases(&targets, req, cfg, &mut warnings)?;
+    let envs = resolve_envs(&targets, &mut warnings);
+    let databases = resolve_databases(&envs, req, cfg, &mut warnings)?;
     let mode = req.sidecar.unwrap_or(cfg.sidecar_mode);
     check_proxies(spec, &targets, req, &databases, mode)?;
-    let (aws_env, aws_mounts) = aws_identity(spec, &targets, &mut warnings);
+    let (aws_env, aws_mounts) = aws_identity(spec, &targets, &envs, &mut warnings);
     let ca_file = req.ca.as_ref().map(|c| format!("{CA_DIR}/{}", c.key));
     let env = target_env(&databases, ca_file.as_deref());
     let proxied = databases.iter().any(|d| d.access.mode == Mode::Proxy);
@@ -187,7 +199,7 @@ fn resolve_targets<'a>(
                 container,
             }))
     };
-    match &req.containers {
+    let targets: Vec<Target> = match &req.containers {
         None => {
             let targets: Vec<Target> = all().filter(|t| t.section == Section::App).collect();
             if targets.is_empty() {
@@ -196,19 +208,12 @@ fn resolve_targets<'a>(
                     "the pod has no app containers to give the token to; add containers, or name init containers in rds-iam/containers",
                 ));
             }
-            Ok(targets)
+            targets
         }
         Some(names) => {
-            if let Some(unknown) = names
-                .iter()
-                .find(|n| !inits.iter().chain(apps).any(|c| &c.name == *n))
-            {
-                let list = |cs: &[Container]| {
-                    cs.iter()
-                        .map(|c| c.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
+            let present: BTreeSet<&str> =
+                inits.iter().chain(apps).map(|c| c.name.as_str()).collect();
+            if let Some(unknown) = names.iter().find(|n| !present.contains(n.as_str())) {
                 let mut have = format!("containers: {}", list(apps));
                 if !inits.is_empty() {
                     have.push_str(&format!("; init containers: {}", list(inits)));
@@ -216,15 +221,38 @@ fn resolve_targets<'a>(
                 return Err(Denial::new(
                     annotations::CONTAINERS,
                     format!(
-                        "no container or init container is named {unknown:?} (the pod has {have}); write a comma-separated list of those names"
+                        "no container or init container is named {} (the pod has {have}); write a comma-separated list of those names",
+                        rds_iam_common::field::quote(unknown)
                     ),
                 ));
             }
-            Ok(all()
-                .filter(|t| names.contains(&t.container.name))
-                .collect())
+            let wanted: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+            all()
+                .filter(|t| wanted.contains(t.container.name.as_str()))
+                .collect()
         }
+    };
+    if targets.len() > MAX_TARGETS {
+        return Err(Denial::new(
+            annotations::CONTAINERS,
+            format!(
+                "the pod has {} target containers (every app container, unless rds-iam/containers names them), and the webhook serves at most {MAX_TARGETS}; name only the containers that connect to a database in rds-iam/containers",
+                targets.len()
+            ),
+        ));
     }
+    Ok(targets)
+}
+
+/// The names of `cs`, the first 16 of them if there are more.
+fn list(cs: &[Container]) -> String {
+    const SHOWN: usize = 16;
+    let mut names: Vec<&str> = cs.iter().take(SHOWN).map(|c| c.name.as_str()).collect();
+    let more = format!("... ({} in all)", cs.len());
+    if cs.len() > SHOWN {
+        names.push(&more);
+    }
+    names.join(", ")
 }
 
 fn check_volume_free(spec: &PodSpec, volume: &str) -> Result<(), Denial> {
@@ -328,43 +356,102 @@ fn resolve_uid(
     }
 }
 
-/// The values a container's env defines with `value`, expanded in order as
-/// the kubelet does. Names defined by `valueFrom` are absent (unknowable).
-fn known_env(c: &Container) -> BTreeMap<String, String> {
+/// A target container's env as the kubelet resolves it at start.
+struct ContainerEnv<'a> {
+    container: &'a str,
+    /// The values defined with `value`, expanded in order. Names defined by
+    /// `valueFrom`, or whose expansion overran the budget, are absent
+    /// (unknowable).
+    known: BTreeMap<String, String>,
+    /// The AWS variables as the agent must get them, in the order of their
+    /// first definition (a later definition wins, as in the container), each
+    /// with the warning it needs, if any.
+    aws: Vec<(EnvVar, Option<String>)>,
+}
+
+/// Resolves each target's env once, with one expansion budget for the
+/// whole review; warns once if it is overrun.
+fn resolve_envs<'a>(targets: &[Target<'a>], warnings: &mut Vec<String>) -> Vec<ContainerEnv<'a>> {
+    let mut budget = expand::Budget::new(expand::REVIEW_BUDGET);
+    targets
+        .iter()
+        .map(|t| resolve_env(t.container, &mut budget, warnings))
+        .collect()
+}
+
+fn resolve_env<'a>(
+    c: &'a Container,
+    budget: &mut expand::Budget,
+    warnings: &mut Vec<String>,
+) -> ContainerEnv<'a> {
     let mut known = BTreeMap::new();
+    let mut aws: BTreeMap<&str, (EnvVar, Option<String>)> = BTreeMap::new();
+    let mut order: Vec<&str> = Vec::new();
     for e in c.env.iter().flatten() {
-        match (&e.value, &e.value_from) {
+        let name = e.name.as_str();
+        let copy = match (&e.value, &e.value_from) {
+            // The agent resolves `valueFrom` the same way.
             (_, Some(_)) => {
-                known.remove(&e.name);
+                known.remove(name);
+                (EnvVar::from(e), None)
             }
             (v, None) => {
-                let v = expand(v.as_deref().unwrap_or(""), &known).value;
-                known.insert(e.name.clone(), v);
+                let raw = v.as_deref().unwrap_or("");
+                let first_overrun = !budget.overrun();
+                match expand(raw, &known, budget) {
+                    Ok(x) => {
+                        let note = (!x.unresolved.is_empty()).then(|| format!(
+                            "rds-iam: {name} in container {:?} refers to $({}), which the webhook cannot resolve (valueFrom, envFrom, undefined, or too large to expand); the token agent gets it unexpanded",
+                            c.name,
+                            x.unresolved.join("), $(")
+                        ));
+                        let copy = var(name, &x.value);
+                        known.insert(name.to_owned(), x.value);
+                        (copy, note)
+                    }
+                    Err(over) => {
+                        known.remove(name);
+                        if first_overrun {
+                            warnings.push(format!(
+                                "rds-iam: {name} in container {:?}: {over}; the webhook treats it, and every later variable that refers to another, as unknown (a region set that way is not seen; AWS variables reach the token agent unexpanded). Define them without nested $(VAR) references",
+                                c.name
+                            ));
+                        }
+                        let note = format!(
+                            "rds-iam: {name} in container {:?} is not expanded ({over}); the token agent gets it as written",
+                            c.name
+                        );
+                        (var(name, raw), Some(note))
+                    }
+                }
             }
+        };
+        if AWS_ENV.contains(&name) && aws.insert(name, copy).is_none() {
+            order.push(name);
         }
     }
-    known
+    ContainerEnv {
+        container: c.name.as_str(),
+        known,
+        aws: order.iter().filter_map(|n| aws.remove(n)).collect(),
+    }
 }
 
 fn resolve_databases(
-    targets: &[Target],
+    envs: &[ContainerEnv],
     req: &InjectionRequest,
     cfg: &AgentConfig,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<Endpoint>, Denial> {
-    let envs: Vec<(&str, BTreeMap<String, String>)> = targets
-        .iter()
-        .map(|t| (t.container.name.as_str(), known_env(t.container)))
-        .collect();
     // The first target that sets a region variable decides, as the app sees it.
     let (env_owner, region_env) = envs
         .iter()
-        .find(|(_, known)| {
+        .find(|e| {
             region::REGION_ENV
                 .iter()
-                .any(|n| known.get(*n).is_some_and(|v| !v.trim().is_empty()))
+                .any(|n| e.known.get(*n).is_some_and(|v| !v.trim().is_empty()))
         })
-        .map(|(c, known)| (*c, Some(known)))
+        .map(|e| (e.container, Some(&e.known)))
         .unwrap_or(("", None));
     let env = |name: &'static str| region_env.and_then(|k| k.get(name)).cloned();
     let mut out: Vec<Endpoint> = Vec::with_capacity(req.databases.len());
@@ -618,6 +705,7 @@ pub fn var(name: &str, value: &str) -> EnvVar {
 fn aws_identity(
     spec: &PodSpec,
     targets: &[Target],
+    envs: &[ContainerEnv],
     warnings: &mut Vec<String>,
 ) -> (Vec<EnvVar>, Vec<VolumeMount>) {
     let volumes: BTreeSet<&str> = spec
@@ -626,40 +714,21 @@ fn aws_identity(
         .flatten()
         .map(|v| v.name.as_str())
         .collect();
-    for t in targets {
-        let mut known = BTreeMap::new();
-        let mut copied: BTreeMap<&str, EnvVar> = BTreeMap::new();
-        let mut order: Vec<&str> = Vec::new();
-        for e in t.container.env.iter().flatten() {
-            let name = e.name.as_str();
-            let copy = match (&e.value, &e.value_from) {
-                (_, Some(_)) => {
-                    known.remove(name);
-                    e.clone()
-                }
-                (v, None) => {
-                    let x = expand(v.as_deref().unwrap_or(""), &known);
-                    if AWS_ENV.contains(&name) && !x.unresolved.is_empty() {
-                        warnings.push(format!(
-                            "rds-iam: {name} in container {:?} refers to $({}), which the webhook cannot see (valueFrom, envFrom or undefined); the token agent gets it unexpanded",
-                            t.container.name,
-                            x.unresolved.join("), $(")
-                        ));
-                    }
-                    known.insert(name.to_owned(), x.value.clone());
-                    var(name, &x.value)
-                }
-            };
-            if AWS_ENV.contains(&name) {
-                // A later definition wins, as in the container.
-                if copied.insert(name, copy).is_none() {
-                    order.push(name);
-                }
-            }
-        }
-        let env: Vec<EnvVar> = order.iter().filter_map(|n| copied.remove(n)).collect();
-        let mut seen_paths = BTreeSet::new();
-        let mounts: Vec<VolumeMount> = t
+    for (t, resolved) in targets.iter().zip(envs) {
+        let env: Vec<EnvVar> = resolved.aws.iter().map(|(e, _)| e.clone()).collect();
+        // One mount per token volume: the one holding a token file the env
+        // names, else the first.
+        let token_files: Vec<&str> = TOKEN_FILE_ENV
+            .iter()
+            .filter_map(|n| resolved.known.get(*n).map(String::as_str))
+            .collect();
+        let holds_token = |m: &VolumeMount| {
+            let dir = m.mount_path.trim_end_matches('/');
+            token_files
+                .iter()
+                .any(|f| f.strip_prefix(dir).is_some_and(|r| r.starts_with('/')))
+        };
+        let candidates: Vec<&VolumeMount> = t
             .container
             .volume_mounts
             .iter()
@@ -668,14 +737,25 @@ fn aws_identity(
                 AWS_VOLUMES.contains(&m.name.as_str())
                     && volumes.contains(m.name.as_str())
                     && m.mount_path.trim_end_matches('/') != DIR
-                    && seen_paths.insert(m.mount_path.as_str())
             })
-            .map(|m| VolumeMount {
-                read_only: Some(true),
-                ..m.clone()
+            .collect();
+        let mut seen = BTreeSet::new();
+        let mounts: Vec<VolumeMount> = candidates
+            .iter()
+            .filter(|m| seen.insert(m.name.as_str()))
+            .map(|first| {
+                let m = candidates
+                    .iter()
+                    .find(|m| m.name == first.name && holds_token(m))
+                    .unwrap_or(first);
+                VolumeMount {
+                    read_only: Some(true),
+                    ..(*m).clone()
+                }
             })
             .collect();
         if !env.is_empty() || !mounts.is_empty() {
+            warnings.extend(resolved.aws.iter().filter_map(|(_, note)| note.clone()));
             return (env, mounts);
         }
     }

@@ -1,8 +1,8 @@
 //! AdmissionReview in, AdmissionReview out: the body of `POST /mutate`,
 //! independent of HTTP so it can be benchmarked and fuzzed directly.
 
+use crate::pod::Pod;
 use base64::Engine as _;
-use k8s_openapi::api::core::v1::Pod;
 use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube_core::{DynamicObject, Status};
 

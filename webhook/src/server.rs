@@ -36,6 +36,11 @@ pub struct AppState {
     /// Request bytes held in memory, across all connections.
     pub budget: Arc<ByteBudget>,
     pub body_timeout: Duration,
+    /// Reviews past [`budget::SMALL_BODY`] are worked on one at a time:
+    /// decoding and answering one takes up to about 20 times its size, so a
+    /// few 3 MiB reviews at once, on a node with many cores, would pass the
+    /// memory limit.
+    pub big_reviews: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -51,6 +56,7 @@ impl AppState {
             ready: Arc::new(AtomicBool::new(true)),
             budget: Arc::new(ByteBudget::new(limits.max_buffered_bytes)),
             body_timeout: limits.body_timeout,
+            big_reviews: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 }
@@ -124,6 +130,12 @@ async fn mutate(State(state): State<AppState>, request: Request) -> Response {
             Ok(r) => r,
             Err(e) => return refuse(&state, e),
         };
+    // The semaphore is never closed, so `acquire` only waits.
+    let _one_big = if received.bytes.len() > budget::SMALL_BODY {
+        state.big_reviews.acquire().await.ok()
+    } else {
+        None
+    };
     let start = Instant::now();
     let answer = review::review(&received.bytes, &state.agent)
         .and_then(|reviewed| review::to_json(&reviewed).map(|json| (reviewed, json)));

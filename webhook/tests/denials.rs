@@ -418,6 +418,51 @@ fn cases() -> Vec<Case> {
             annotation: "rds-iam/containers",
             hints: &["no app containers"],
         },
+        Case {
+            what: "more target containers than the webhook serves",
+            fixture: DEPLOY,
+            edit: |r| {
+                let c = object(r)["spec"]["containers"][0].clone();
+                object(r)["spec"]["containers"] = (0..257)
+                    .map(|i| {
+                        let mut c = c.clone();
+                        c["name"] = json!(format!("c{i}"));
+                        c
+                    })
+                    .collect();
+            },
+            annotation: "rds-iam/containers",
+            hints: &[
+                "has 257 target containers",
+                "at most 256",
+                "name only the containers",
+            ],
+        },
+        Case {
+            what: "unknown container among many: the list is cut",
+            fixture: DEPLOY,
+            edit: |r| {
+                object(r)["spec"]["containers"] = (0..1000)
+                    .map(|i| json!({"name": format!("c{i}")}))
+                    .collect();
+                set(r, "rds-iam/containers", "nope");
+            },
+            annotation: "rds-iam/containers",
+            hints: &[
+                "named \"nope\" (the pod has containers: c0, c1,",
+                "c15, ... (1000 in all))",
+            ],
+        },
+        Case {
+            what: "a long unknown key is cut in the message",
+            fixture: DEPLOY,
+            edit: |r| set(r, &format!("rds-iam/{}", "x".repeat(100_000)), "v"),
+            // The key's first 100 bytes, then its length.
+            annotation: Box::leak(
+                format!("rds-iam/{}... (100008 bytes)", "x".repeat(92)).into_boxed_str(),
+            ),
+            hints: &["is not an rds-iam annotation"],
+        },
     ]
 }
 

@@ -175,10 +175,19 @@ impl Server {
     /// The series once it equals `want`, or its value after 5 s: a
     /// connection is counted just after the client sees it closed.
     async fn metric_settled(&self, series: &str, want: f64) -> f64 {
+        self.metric_until(series, |v| v == want).await
+    }
+
+    /// The series once it is at least `least`, or its value after 5 s.
+    async fn metric_reaches(&self, series: &str, least: f64) -> f64 {
+        self.metric_until(series, |v| v >= least).await
+    }
+
+    async fn metric_until(&self, series: &str, done: impl Fn(f64) -> bool) -> f64 {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let v = self.metric(series).await;
-            if v == want || Instant::now() > deadline {
+            if done(v) || Instant::now() > deadline {
                 return v;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -206,22 +215,28 @@ impl Server {
     /// A normal review on a new connection; returns the time it took,
     /// connection and handshake included.
     async fn review(&self, what: &str) -> Duration {
-        let start = Instant::now();
-        let answer = tokio::time::timeout(Duration::from_secs(10), async {
-            let mut conn = connect(self.https, self.tls_config(&[])).await?;
-            conn.request("POST", "/mutate", review_body()).await
-        })
-        .await;
-        let elapsed = start.elapsed();
-        let (status, body) = answer
-            .unwrap_or_else(|_| panic!("{what}: a normal review got no answer within 10 s"))
-            .unwrap_or_else(|e| panic!("{what}: a normal review failed: {e}"));
-        assert_eq!(status, 200, "{what}: {}", String::from_utf8_lossy(&body));
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let (elapsed, v) = self.post_review(what, review_body()).await;
         assert_eq!(v["response"]["allowed"], true, "{v}");
         assert!(patch_of(&v).is_some(), "{what}: no patch in {v}");
         eprintln!("figure: {what}: normal review on a new connection in {elapsed:?}");
         elapsed
+    }
+
+    /// Posts `body` on a new connection and asserts it is answered within
+    /// 10 s; returns the time and the review.
+    async fn post_review(&self, what: &str, body: Vec<u8>) -> (Duration, serde_json::Value) {
+        let start = Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut conn = connect(self.https, self.tls_config(&[])).await?;
+            conn.request("POST", "/mutate", body).await
+        })
+        .await;
+        let elapsed = start.elapsed();
+        let (status, body) = answer
+            .unwrap_or_else(|_| panic!("{what}: the review got no answer within 10 s"))
+            .unwrap_or_else(|e| panic!("{what}: the review failed: {e}"));
+        assert_eq!(status, 200, "{what}: {}", String::from_utf8_lossy(&body));
+        (elapsed, serde_json::from_slice(&body).unwrap())
     }
 
     fn signal(&self, sig: &str) {
@@ -470,13 +485,13 @@ async fn idle_connections_are_closed_at_the_idle_timeout() {
             "{what} closed after {t:?}, before the idle timeout"
         );
     }
-    assert!(
-        srv.metric(
-            "rds_iam_webhook_connections_closed_total{listener=\"https\",reason=\"idle_timeout\"}"
+    let idle = srv
+        .metric_reaches(
+            "rds_iam_webhook_connections_closed_total{listener=\"https\",reason=\"idle_timeout\"}",
+            3.0,
         )
-        .await
-            >= 3.0
-    );
+        .await;
+    assert!(idle >= 3.0, "{idle} connections closed at the idle timeout");
     srv.assert_peak_rss("idle connections");
 }
 
@@ -879,13 +894,13 @@ async fn at_the_connection_cap_existing_connections_keep_working() {
     );
     let (status, _) = used.request("GET", "/healthz", vec![]).await.unwrap();
     assert_eq!(status, 200);
-    assert!(
-        srv.metric(
-            "rds_iam_webhook_connections_closed_total{listener=\"https\",reason=\"overload\"}"
+    let overload = srv
+        .metric_reaches(
+            "rds_iam_webhook_connections_closed_total{listener=\"https\",reason=\"overload\"}",
+            1.0,
         )
-        .await
-            >= 1.0
-    );
+        .await;
+    assert!(overload >= 1.0, "{overload} connections closed for room");
     for t in idle {
         t.abort();
     }
@@ -947,6 +962,107 @@ async fn idle_connections_at_a_256_descriptor_limit_leave_healthz_answering() {
         t.abort();
     }
     srv.assert_peak_rss("240 idle connections at 256 descriptors");
+}
+
+/// Reviews whose env costs the most to expand: five levels of 20 nested
+/// `$(VAR)` references (3 KB of env that would expand to 1.3 GB: it took
+/// 1 GB before the budget), and a 2.8 MB value of unclosed `$(` (quadratic
+/// before: each looked for a `)` to the end). Each is answered, warned about
+/// when over the budget, and the server stays within the memory bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_that_is_costly_to_expand_stays_within_the_memory_bound() {
+    let _serial = serial().await;
+    let srv = Server::start(&SHORT);
+    let mut nested = fixture("irsa-pod.json");
+    assert_eq!(common::nest_env(&mut nested, "migrate", 13, 20, 5), "V5");
+    let body = serde_json::to_vec(&nested).unwrap();
+    assert!(body.len() < 8_000, "{} bytes", body.len());
+    let (took, v) = srv.post_review("nested references", body).await;
+    eprintln!("figure: five levels of 20 nested references: answered in {took:?}");
+    assert!(patch_of(&v).is_some(), "{v}");
+    // V3 is 104,000 bytes; V4 (2,080,000) overruns.
+    let warnings = v["response"]["warnings"].to_string();
+    assert!(
+        warnings.contains("V4 in container \\\"migrate\\\": $(VAR) references expand past"),
+        "{warnings}"
+    );
+    srv.assert_peak_rss("five levels of 20 nested references");
+
+    let mut unclosed = fixture("irsa-pod.json");
+    unclosed["request"]["object"]["spec"]["initContainers"][0]["env"]
+        .as_array_mut()
+        .unwrap()
+        .insert(
+            0,
+            serde_json::json!({"name": "PAD", "value": "$(".repeat(1_400_000)}),
+        );
+    let (took, v) = srv
+        .post_review(
+            "1.4 million unclosed $(",
+            serde_json::to_vec(&unclosed).unwrap(),
+        )
+        .await;
+    eprintln!("figure: a 2.8 MB value of unclosed $(: answered in {took:?}");
+    assert!(patch_of(&v).is_some(), "{v}");
+    assert_eq!(
+        v["response"]["warnings"],
+        serde_json::Value::Null,
+        "{}",
+        v["response"]["warnings"]
+    );
+    srv.assert_peak_rss("a 2.8 MB value of unclosed $(");
+}
+
+/// Reviews that cost the most to decode and answer, two of each at once: 40,000
+/// minimal containers (2.3 MB; each target would get its own env, a 54 MB
+/// patch that took 553 MB to build) are denied past 256 targets; 65,000
+/// minimal volumes (2 MB) took 676 MB to decode into k8s-openapi's types.
+/// Big reviews are also answered one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviews_costly_to_decode_stay_within_the_memory_bound() {
+    let _serial = serial().await;
+    let srv = Arc::new(Server::start(&SHORT));
+    let mut containers = fixture("deployment-pod.json");
+    containers["request"]["object"]["spec"]["containers"] = (0..40_000)
+        .map(|i| serde_json::json!({"name": format!("a{i}"), "env": [{"name": "X", "value": "1"}]}))
+        .collect();
+    let mut volumes = fixture("deployment-pod.json");
+    volumes["request"]["object"]["spec"]["volumes"] = (0..65_000)
+        .map(|i| serde_json::json!({"name": format!("v{i}"), "emptyDir": {}}))
+        .collect();
+    let bodies = [
+        serde_json::to_vec(&containers).unwrap(),
+        serde_json::to_vec(&volumes).unwrap(),
+    ];
+    for (what, body) in ["40,000 containers", "65,000 volumes"].iter().zip(&bodies) {
+        eprintln!("figure: {what}: a review of {} bytes", body.len());
+    }
+    let answers: Vec<_> = (0..2)
+        .flat_map(|_| {
+            bodies
+                .iter()
+                .cloned()
+                .zip(["40,000 containers", "65,000 volumes"])
+        })
+        .map(|(body, what)| {
+            let srv = srv.clone();
+            tokio::spawn(async move { (what, srv.post_review(what, body).await) })
+        })
+        .collect();
+    for a in answers {
+        let (what, (took, v)) = a.await.unwrap();
+        eprintln!("figure: {what}, 4 reviews at once: answered in {took:?}");
+        let r = &v["response"];
+        if what == "65,000 volumes" {
+            assert!(patch_of(&v).is_some(), "{what}: {r}");
+        } else {
+            assert_eq!(
+                r["status"]["message"],
+                "annotation rds-iam/containers: the pod has 40000 target containers (every app container, unless rds-iam/containers names them), and the webhook serves at most 256; name only the containers that connect to a database in rds-iam/containers"
+            );
+        }
+    }
+    srv.assert_peak_rss("40,000 containers and 65,000 volumes, two reviews of each at once");
 }
 
 /// Starts a review whose body never comes, and returns its connection.

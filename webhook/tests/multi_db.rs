@@ -188,6 +188,92 @@ async fn dollar_references_are_never_expanded() {
     );
 }
 
+/// Nested references would expand to 10 MB here (64 bytes * 20^4), and to
+/// gigabytes with one level more: past the review's 1 MiB budget the webhook
+/// stops expanding, warns once, and passes the variable on unexpanded.
+#[tokio::test]
+async fn nested_references_stop_at_the_expansion_budget() {
+    let mut review = fixture("irsa-pod.json");
+    let last = nest_env(&mut review, "migrate", 64, 20, 4);
+    assert_eq!(last, "V4");
+    for c in review["request"]["object"]["spec"]["initContainers"]
+        .as_array_mut()
+        .unwrap()
+    {
+        for e in c["env"].as_array_mut().unwrap() {
+            if e["name"] == "AWS_ROLE_ARN" {
+                e["value"] = serde_json::json!("arn:aws:iam::111122223333:role/$(V2)");
+            }
+            if e["name"] == "AWS_STS_REGIONAL_ENDPOINTS" {
+                e["value"] = serde_json::json!("$(V4)");
+            }
+        }
+    }
+    let resp = post(&config(), &review).await;
+    assert_eq!(resp["response"]["allowed"], true, "{resp}");
+    // V1 is 1,280 bytes, V2 25,600, V3 512,000: V4 (10,240,000) overruns,
+    // and spends the rest: V2 is no longer expanded either.
+    assert_eq!(
+        resp["response"]["warnings"],
+        serde_json::json!([
+            "rds-iam: V4 in container \"migrate\": $(VAR) references expand past 1048576 bytes in this pod; the webhook treats it, and every later variable that refers to another, as unknown (a region set that way is not seen; AWS variables reach the token agent unexpanded). Define them without nested $(VAR) references",
+            "rds-iam: AWS_STS_REGIONAL_ENDPOINTS in container \"migrate\" refers to $(V4), which the webhook cannot resolve (valueFrom, envFrom, undefined, or too large to expand); the token agent gets it unexpanded",
+            "rds-iam: AWS_ROLE_ARN in container \"migrate\" is not expanded ($(VAR) references expand past 1048576 bytes in this pod); the token agent gets it as written"
+        ])
+    );
+    let pod = as_pod(&apply(&review, &resp));
+    let agent = container(&pod, AGENT);
+    assert_eq!(
+        env_of(agent, "AWS_ROLE_ARN").as_deref(),
+        Some("arn:aws:iam::111122223333:role/$$(V2)")
+    );
+    assert_eq!(
+        env_of(agent, "AWS_STS_REGIONAL_ENDPOINTS").as_deref(),
+        Some("$$(V4)")
+    );
+}
+
+/// A token volume mounted many times is mounted once in the agent: where the
+/// token file the env names is (here the last of 1,001 mounts), else first.
+#[tokio::test]
+async fn a_token_volume_is_mounted_once_where_the_token_file_is() {
+    let mut review = fixture("irsa-pod.json");
+    let migrate = &mut review["request"]["object"]["spec"]["initContainers"][0];
+    assert_eq!(migrate["name"], "migrate");
+    let mounts = migrate["volumeMounts"].as_array_mut().unwrap();
+    for i in 0..1000 {
+        mounts.insert(
+            0,
+            serde_json::json!({"name": "aws-iam-token", "mountPath": format!("/elsewhere/{i}")}),
+        );
+    }
+    async fn agent_mounts(review: &serde_json::Value) -> Vec<String> {
+        let pod = as_pod(&apply(review, &post(&config(), review).await));
+        container(&pod, AGENT)
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| m.name == "aws-iam-token")
+            .map(|m| m.mount_path.clone())
+            .collect()
+    }
+    assert_eq!(
+        agent_mounts(&review).await,
+        ["/var/run/secrets/eks.amazonaws.com/serviceaccount"]
+    );
+    // Without the env naming a file, the first mount.
+    for c in review["request"]["object"]["spec"]["initContainers"]
+        .as_array_mut()
+        .unwrap()
+    {
+        c["env"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|e| e["name"] != "AWS_WEB_IDENTITY_TOKEN_FILE");
+    }
+    assert_eq!(agent_mounts(&review).await, ["/elsewhere/999"]);
+}
+
 #[tokio::test]
 async fn aws_reference_the_webhook_cannot_see_is_warned_about() {
     let mut review = fixture("irsa-pod.json");
@@ -205,7 +291,7 @@ async fn aws_reference_the_webhook_cannot_see_is_warned_about() {
     assert_eq!(
         resp["response"]["warnings"],
         serde_json::json!([
-            "rds-iam: AWS_ROLE_ARN in container \"migrate\" refers to $(FROM_SECRET), which the webhook cannot see (valueFrom, envFrom or undefined); the token agent gets it unexpanded"
+            "rds-iam: AWS_ROLE_ARN in container \"migrate\" refers to $(FROM_SECRET), which the webhook cannot resolve (valueFrom, envFrom, undefined, or too large to expand); the token agent gets it unexpanded"
         ])
     );
 }

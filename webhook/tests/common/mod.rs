@@ -159,6 +159,36 @@ pub fn annotate(review: &mut Value, key: &str, value: &str) {
     review["request"]["object"]["metadata"]["annotations"][key] = json!(value);
 }
 
+/// Puts nested `$(VAR)` references in front of `container`'s env: `V0` is
+/// `seed` x's, and each `V<n>` refers `fanout` times to `V<n-1>`, so
+/// `V<levels>` expands to `seed * fanout^levels` bytes. Returns the name of
+/// the last.
+pub fn nest_env(
+    review: &mut Value,
+    container: &str,
+    seed: usize,
+    fanout: usize,
+    levels: usize,
+) -> String {
+    let spec = review["request"]["object"]["spec"].as_object_mut().unwrap();
+    let c = spec
+        .iter_mut()
+        .filter(|(k, _)| *k == "initContainers" || *k == "containers")
+        .filter_map(|(_, v)| v.as_array_mut())
+        .flatten()
+        .find(|c| c["name"] == container)
+        .unwrap_or_else(|| panic!("no container {container}"));
+    let mut env = vec![json!({"name": "V0", "value": "x".repeat(seed)})];
+    for n in 1..=levels {
+        env.push(
+            json!({"name": format!("V{n}"), "value": format!("$(V{})", n - 1).repeat(fanout)}),
+        );
+    }
+    env.extend(c["env"].as_array().cloned().unwrap_or_default());
+    c["env"] = Value::Array(env);
+    format!("V{levels}")
+}
+
 pub fn remove_annotation(review: &mut Value, key: &str) {
     review["request"]["object"]["metadata"]["annotations"]
         .as_object_mut()
