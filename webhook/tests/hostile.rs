@@ -1013,36 +1013,39 @@ async fn env_that_is_costly_to_expand_stays_within_the_memory_bound() {
     srv.assert_peak_rss("a 2.8 MB value of unclosed $(");
 }
 
-/// Reviews that cost the most to decode and answer, two of each at once: 40,000
-/// minimal containers (2.3 MB; each target would get its own env, a 54 MB
-/// patch that took 553 MB to build) are denied past 256 targets; 65,000
-/// minimal volumes (2 MB) took 676 MB to decode into k8s-openapi's types.
-/// Big reviews are also answered one at a time.
+/// Reviews that cost the most to decode and answer, eight at once: 20,000
+/// minimal containers (1 MB; each target would get its own env, a 27 MB
+/// patch) are denied past 256 targets; 32,000 minimal volumes (1 MB) took
+/// over 200 MiB to decode into k8s-openapi's types. The server runs 8
+/// worker threads, as on a bigger node; big reviews are answered one at a
+/// time, so they do not add up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reviews_costly_to_decode_stay_within_the_memory_bound() {
     let _serial = serial().await;
-    let srv = Arc::new(Server::start(&SHORT));
+    let mut env = SHORT.to_vec();
+    env.push(("TOKIO_WORKER_THREADS", "8"));
+    let srv = Arc::new(Server::start(&env));
     let mut containers = fixture("deployment-pod.json");
-    containers["request"]["object"]["spec"]["containers"] = (0..40_000)
+    containers["request"]["object"]["spec"]["containers"] = (0..20_000)
         .map(|i| serde_json::json!({"name": format!("a{i}"), "env": [{"name": "X", "value": "1"}]}))
         .collect();
     let mut volumes = fixture("deployment-pod.json");
-    volumes["request"]["object"]["spec"]["volumes"] = (0..65_000)
+    volumes["request"]["object"]["spec"]["volumes"] = (0..32_000)
         .map(|i| serde_json::json!({"name": format!("v{i}"), "emptyDir": {}}))
         .collect();
     let bodies = [
         serde_json::to_vec(&containers).unwrap(),
         serde_json::to_vec(&volumes).unwrap(),
     ];
-    for (what, body) in ["40,000 containers", "65,000 volumes"].iter().zip(&bodies) {
+    for (what, body) in ["20,000 containers", "32,000 volumes"].iter().zip(&bodies) {
         eprintln!("figure: {what}: a review of {} bytes", body.len());
     }
-    let answers: Vec<_> = (0..2)
+    let answers: Vec<_> = (0..4)
         .flat_map(|_| {
             bodies
                 .iter()
                 .cloned()
-                .zip(["40,000 containers", "65,000 volumes"])
+                .zip(["20,000 containers", "32,000 volumes"])
         })
         .map(|(body, what)| {
             let srv = srv.clone();
@@ -1051,18 +1054,18 @@ async fn reviews_costly_to_decode_stay_within_the_memory_bound() {
         .collect();
     for a in answers {
         let (what, (took, v)) = a.await.unwrap();
-        eprintln!("figure: {what}, 4 reviews at once: answered in {took:?}");
+        eprintln!("figure: {what}, 8 reviews at once: answered in {took:?}");
         let r = &v["response"];
-        if what == "65,000 volumes" {
+        if what == "32,000 volumes" {
             assert!(patch_of(&v).is_some(), "{what}: {r}");
         } else {
             assert_eq!(
                 r["status"]["message"],
-                "annotation rds-iam/containers: the pod has 40000 target containers (every app container, unless rds-iam/containers names them), and the webhook serves at most 256; name only the containers that connect to a database in rds-iam/containers"
+                "annotation rds-iam/containers: the pod has 20000 target containers (every app container, unless rds-iam/containers names them), and the webhook serves at most 256; name only the containers that connect to a database in rds-iam/containers"
             );
         }
     }
-    srv.assert_peak_rss("40,000 containers and 65,000 volumes, two reviews of each at once");
+    srv.assert_peak_rss("20,000 containers and 32,000 volumes, four reviews of each at once");
 }
 
 /// Starts a review whose body never comes, and returns its connection.
