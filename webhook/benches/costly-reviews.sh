@@ -33,6 +33,10 @@ def nested(o):
         {"name": f"V{n}", "value": f"$(V{n-1})" * 20} for n in range(1, 6)] + migrate(o)["env"]
 def unclosed(o):
     migrate(o)["env"].insert(0, {"name": "PAD", "value": "$(" * 1_400_000})
+def unresolved(o):
+    for e in migrate(o)["env"]:
+        if e["name"] == "AWS_ROLE_ARN":
+            e["value"] = "".join(f"$(U{i % 1000})" for i in range(400_000))
 def containers(o):
     o["metadata"]["annotations"].pop("rds-iam/containers")
     o["spec"]["containers"] = [{"name": f"a{i}", "env": [{"name": "X", "value": "1"}]} for i in range(40_000)]
@@ -49,7 +53,8 @@ def long_key(o):
     o["metadata"]["annotations"]["rds-iam/" + "x" * 500_000] = "v"
 def long_value(o):
     o["metadata"]["annotations"]["rds-iam/host"] = "a" * 960_000
-for name, edit in [("nested-env", nested), ("unclosed-env", unclosed), ("40000-containers", containers),
+for name, edit in [("nested-env", nested), ("unclosed-env", unclosed), ("unresolved-aws-env", unresolved),
+                   ("40000-containers", containers),
                    ("65000-volumes", volumes), ("48000-token-mounts", mounts),
                    ("containers-list-725000-names", names_list), ("48000-databases", databases),
                    ("500KB-unknown-key", long_key), ("960KB-host", long_value)]:

@@ -263,7 +263,7 @@ const POD_KEYS: &[Key<InjectionRequest>] = &[
         field: "containers",
         parse: |v, r| {
             // Each name once, in order: a repeated name adds nothing.
-            let mut seen = std::collections::BTreeSet::new();
+            let mut seen = BTreeSet::new();
             let names: Vec<String> = v
                 .split(',')
                 .map(str::trim)

@@ -6,8 +6,9 @@
 //! writes is escaped ([`escape`]), and a value it copies from the app into the
 //! agent is first expanded the way the app sees it ([`expand`]).
 //!
-//! References nest: five variables that each refer to the previous one 20
-//! times make 3 KB of env expand to gigabytes. So expansion draws on a
+//! References nest: each variable that refers 20 times to the one before
+//! multiplies the size by 20, so a few KB of env can expand to gigabytes.
+//! So expansion draws on a
 //! [`Budget`] of substituted bytes shared by the whole review, and a value
 //! that would overrun it is not expanded at all.
 
@@ -60,6 +61,9 @@ impl Budget {
 #[error("$(VAR) references expand past {REVIEW_BUDGET} bytes in this pod")]
 pub struct OverBudget;
 
+/// The most unresolved names [`Expanded`] keeps (for a warning).
+pub const UNRESOLVED_SHOWN: usize = 8;
+
 /// Escapes every `$`, so the kubelet passes `value` through unchanged.
 pub fn escape(value: &str) -> String {
     value.replace('$', "$$")
@@ -71,6 +75,7 @@ pub struct Expanded {
     pub value: String,
     /// Names referenced but not known (defined by `valueFrom`, `envFrom`, or
     /// not at all): they stay as `$(NAME)`, which the app may see otherwise.
+    /// Each name once, and at most [`UNRESOLVED_SHOWN`] of them.
     pub unresolved: Vec<String>,
 }
 
@@ -109,7 +114,11 @@ pub fn expand(
                             }
                             None => {
                                 out.push_str(&format!("$({name})"));
-                                unresolved.push(name.to_owned());
+                                if unresolved.len() < UNRESOLVED_SHOWN
+                                    && !unresolved.iter().any(|u| u == name)
+                                {
+                                    unresolved.push(name.to_owned());
+                                }
                             }
                         }
                         close + 1
@@ -182,6 +191,12 @@ mod tests {
         }
         assert_eq!(expand("$(NOPE)", &known()).unresolved, ["NOPE"]);
         assert_eq!(expand("$()", &known()).unresolved, [""]);
+        let many: String = (0..20).map(|i| format!("$(N{}) ", i % 10)).collect();
+        assert_eq!(
+            expand(&many, &known()).unresolved,
+            ["N0", "N1", "N2", "N3", "N4", "N5", "N6", "N7"],
+            "each name once, at most 8"
+        );
     }
 
     #[test]
