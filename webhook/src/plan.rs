@@ -385,29 +385,33 @@ fn resolve_env<'a>(
     warnings: &mut Vec<String>,
 ) -> ContainerEnv<'a> {
     let mut known = BTreeMap::new();
-    let mut aws: BTreeMap<&str, (EnvVar, Option<String>)> = BTreeMap::new();
-    let mut order: Vec<&str> = Vec::new();
+    // At most one entry per name in AWS_ENV, in first-definition order.
+    let mut aws: Vec<(&str, (EnvVar, Option<String>))> = Vec::new();
     for e in c.env.iter().flatten() {
         let name = e.name.as_str();
+        // Only the AWS variables are copied (and warned about).
+        let is_aws = AWS_ENV.contains(&name);
         let copy = match (&e.value, &e.value_from) {
             // The agent resolves `valueFrom` the same way.
             (_, Some(_)) => {
                 known.remove(name);
-                (EnvVar::from(e), None)
+                is_aws.then(|| (EnvVar::from(e), None))
             }
             (v, None) => {
                 let raw = v.as_deref().unwrap_or("");
                 let first_overrun = !budget.overrun();
                 match expand(raw, &known, budget) {
                     Ok(x) => {
-                        let note = (!x.unresolved.is_empty()).then(|| format!(
-                            "rds-iam: {name} in container {:?} refers to $({}), which the webhook cannot resolve (valueFrom, envFrom, undefined, or too large to expand); the token agent gets it unexpanded",
-                            c.name,
-                            x.unresolved.join("), $(")
-                        ));
-                        let copy = var(name, &x.value);
+                        let copy = is_aws.then(|| {
+                            let note = (!x.unresolved.is_empty()).then(|| format!(
+                                "rds-iam: {name} in container {:?} refers to $({}), which the webhook cannot resolve (valueFrom, envFrom, undefined, or too large to expand); the token agent gets it unexpanded",
+                                c.name,
+                                x.unresolved.join("), $(")
+                            ));
+                            (var(name, &x.value), note)
+                        });
                         known.insert(name.to_owned(), x.value);
-                        (copy, note)
+                        copy
                     }
                     Err(over) => {
                         known.remove(name);
@@ -417,23 +421,29 @@ fn resolve_env<'a>(
                                 c.name
                             ));
                         }
-                        let note = format!(
-                            "rds-iam: {name} in container {:?} is not expanded ({over}); the token agent gets it as written",
-                            c.name
-                        );
-                        (var(name, raw), Some(note))
+                        is_aws.then(|| {
+                            let note = format!(
+                                "rds-iam: {name} in container {:?} is not expanded ({over}); the token agent gets it as written",
+                                c.name
+                            );
+                            (var(name, raw), Some(note))
+                        })
                     }
                 }
             }
         };
-        if AWS_ENV.contains(&name) && aws.insert(name, copy).is_none() {
-            order.push(name);
+        if let Some(copy) = copy {
+            // A later definition wins, as in the container.
+            match aws.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, slot)) => *slot = copy,
+                None => aws.push((name, copy)),
+            }
         }
     }
     ContainerEnv {
         container: c.name.as_str(),
         known,
-        aws: order.iter().filter_map(|n| aws.remove(n)).collect(),
+        aws: aws.into_iter().map(|(_, copy)| copy).collect(),
     }
 }
 
